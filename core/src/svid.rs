@@ -61,8 +61,8 @@ pub enum TimeError {
 impl SvidFacts {
     /// Applies the X509-SVID rules to a DER certificate.
     pub fn from_der(der: &[u8]) -> Result<Self, SvidError> {
-        let (rest, cert) = x509_parser::parse_x509_certificate(der)
-            .map_err(|e| SvidError::Unparsable(e.to_string()))?;
+        let (rest, cert) =
+            x509_parser::parse_x509_certificate(der).map_err(|e| SvidError::Unparsable(e.to_string()))?;
         if !rest.is_empty() {
             return Err(SvidError::Unparsable(format!("{} bytes after the certificate", rest.len())));
         }
@@ -97,11 +97,9 @@ fn single_spiffe_id(cert: &X509Certificate<'_>) -> Result<SpiffeId, SvidError> {
         .iter()
         .filter_map(|name| match name {
             GeneralName::URI(uri) => Some(Ok(*uri)),
-            GeneralName::Invalid(tag, _) if tag.0 == URI_NAME_TAG => Some(Err(
-                SvidError::BadSpiffeId(SpiffeIdError::Invalid(
-                    spiffe::SpiffeIdError::BadPathSegmentChar,
-                )),
-            )),
+            GeneralName::Invalid(tag, _) if tag.0 == URI_NAME_TAG => Some(Err(SvidError::BadSpiffeId(
+                SpiffeIdError::Invalid(spiffe::SpiffeIdError::BadPathSegmentChar),
+            ))),
             _ => None,
         })
         .collect();
@@ -148,18 +146,18 @@ mod tests {
                 CertBuilder::leaf().uri(APP).uri("spiffe://cluster.local/ns/x/sa/y"),
                 Err(|e| *e == SvidError::UriSanCount(2)),
             ),
-            ("https uri", CertBuilder::leaf().uri("https://app"), Err(|e| matches!(e, SvidError::BadSpiffeId(_)))),
+            (
+                "https uri",
+                CertBuilder::leaf().uri("https://app"),
+                Err(|e| matches!(e, SvidError::BadSpiffeId(_))),
+            ),
             ("empty uri", CertBuilder::leaf().uri(""), Err(|e| matches!(e, SvidError::BadSpiffeId(_)))),
             (
                 "uppercase trust domain",
                 CertBuilder::leaf().uri("spiffe://Cluster.local/ns/shop/sa/app"),
                 Err(|e| *e == SvidError::BadSpiffeId(SpiffeIdError::NotCanonical)),
             ),
-            (
-                "ca",
-                CertBuilder::leaf().uri(APP).ca(),
-                Err(|e| matches!(e, SvidError::NotLeaf(_))),
-            ),
+            ("ca", CertBuilder::leaf().uri(APP).ca(), Err(|e| matches!(e, SvidError::NotLeaf(_)))),
             (
                 "key cert sign",
                 CertBuilder::leaf().uri(APP).key_cert_sign(),
@@ -193,8 +191,7 @@ mod tests {
 
     #[test_case]
     fn validity_window() {
-        let facts = SvidFacts::from_der(&CertBuilder::leaf().uri(APP).validity(1_000, 2_000).der())
-            .unwrap();
+        let facts = SvidFacts::from_der(&CertBuilder::leaf().uri(APP).validity(1_000, 2_000).der()).unwrap();
         assert_eq!((facts.not_before, facts.not_after), (1_000, 2_000));
         assert_eq!(facts.check_time(999), Err(TimeError::NotYetValid));
         assert_eq!(facts.check_time(1_000), Ok(()));

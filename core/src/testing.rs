@@ -6,8 +6,8 @@
 
 use rcgen::string::Ia5String;
 use rcgen::{
-    BasicConstraints, CertificateParams, IsCa, KeyIdMethod, KeyUsagePurpose, PublicKeyData,
-    SanType, SerialNumber, SignatureAlgorithm, SigningKey, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, IsCa, KeyIdMethod, KeyUsagePurpose, PublicKeyData, SanType,
+    SerialNumber, SignatureAlgorithm, SigningKey, PKCS_ECDSA_P256_SHA256,
 };
 use time::OffsetDateTime;
 
@@ -94,4 +94,55 @@ pub fn pem_encode(der: &[u8]) -> String {
     }
     pem.push_str("-----END CERTIFICATE-----\n");
     pem
+}
+
+/// URL-encodes text the way Envoy encodes XFCC's `Cert` value.
+pub fn url_encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// A [`Host`](crate::host::Host) over maps: `.with_property(..)`, `.with_header(..)`.
+#[derive(Default, Clone)]
+pub struct FakeHost {
+    properties: std::collections::HashMap<String, Result<Vec<u8>, String>>,
+    headers: std::collections::HashMap<String, String>,
+    pub reads: std::cell::RefCell<Vec<String>>,
+}
+
+impl FakeHost {
+    pub fn with_property(mut self, path: &[&str], value: impl Into<Vec<u8>>) -> Self {
+        self.properties.insert(path.join("."), Ok(value.into()));
+        self
+    }
+
+    pub fn with_failing_property(mut self, path: &[&str]) -> Self {
+        self.properties.insert(path.join("."), Err("status 1".into()));
+        self
+    }
+
+    pub fn without_property(mut self, path: &[&str]) -> Self {
+        self.properties.remove(&path.join("."));
+        self
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.insert(name.to_owned(), value.to_owned());
+        self
+    }
+}
+
+impl crate::host::Host for FakeHost {
+    fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, crate::host::HostError> {
+        let key = path.join(".");
+        self.reads.borrow_mut().push(key.clone());
+        match self.properties.get(&key) {
+            None => Ok(None),
+            Some(Ok(v)) => Ok(Some(v.clone())),
+            Some(Err(e)) => Err(crate::host::HostError(e.clone())),
+        }
+    }
+
+    fn request_header(&self, name: &str) -> Result<Option<String>, crate::host::HostError> {
+        Ok(self.headers.get(name).cloned())
+    }
 }

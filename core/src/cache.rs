@@ -1,0 +1,102 @@
+//! The per-VM certificate cache: the X509-SVID checks of a certificate, by its SHA-256 digest.
+//!
+//! A client reuses its certificate for hours over many connections, so after the first request
+//! the cost of PEM decoding and X.509 parsing drops to one map lookup. The validity window is
+//! not cached: it is checked against the clock on every request. Bounded, first in first out:
+//! an attacker churning certificates evicts entries but cannot grow memory.
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use crate::svid::{SvidError, SvidFacts};
+
+/// The outcome of the X509-SVID checks of one certificate.
+pub type Checked = Result<Rc<SvidFacts>, SvidError>;
+
+#[derive(Debug)]
+pub struct CertCache {
+    capacity: usize,
+    entries: HashMap<String, Checked>,
+    order: VecDeque<String>,
+}
+
+impl CertCache {
+    /// A cache of at most `capacity` certificates; 0 keeps nothing.
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity, entries: HashMap::new(), order: VecDeque::new() }
+    }
+
+    pub fn get(&self, digest: &str) -> Option<Checked> {
+        self.entries.get(digest).cloned()
+    }
+
+    pub fn insert(&mut self, digest: String, checked: Checked) {
+        if self.capacity == 0 || self.entries.contains_key(&digest) {
+            return;
+        }
+        while self.entries.len() >= self.capacity {
+            match self.order.pop_front() {
+                Some(oldest) => self.entries.remove(&oldest),
+                None => break,
+            };
+        }
+        self.order.push_back(digest.clone());
+        self.entries.insert(digest, checked);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::SpiffeId;
+    use crate::test_case;
+
+    fn facts(n: i64) -> Checked {
+        Ok(Rc::new(SvidFacts {
+            spiffe_id: SpiffeId::parse("spiffe://td/a").unwrap(),
+            not_before: n,
+            not_after: n,
+        }))
+    }
+
+    #[test_case]
+    fn bounded_first_in_first_out() {
+        let mut cache = CertCache::new(2);
+        cache.insert("a".into(), facts(1));
+        cache.insert("b".into(), Err(SvidError::UriSanCount(0)));
+        cache.insert("a".into(), facts(9));
+        assert_eq!(cache.get("a"), Some(facts(1)), "an entry is never replaced");
+        cache.insert("c".into(), facts(3));
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.get("a"), None, "the oldest goes first");
+        assert_eq!(cache.get("b"), Some(Err(SvidError::UriSanCount(0))));
+        assert_eq!(cache.get("c"), Some(facts(3)));
+    }
+
+    #[test_case]
+    fn capacity_zero_disables() {
+        let mut cache = CertCache::new(0);
+        cache.insert("a".into(), facts(1));
+        assert!(cache.is_empty());
+        assert_eq!(cache.get("a"), None);
+    }
+
+    #[test_case]
+    fn churn_stays_bounded() {
+        let mut cache = CertCache::new(16);
+        for i in 0..10_000 {
+            cache.insert(format!("{i:064x}"), facts(i));
+        }
+        assert_eq!(cache.len(), 16);
+        assert_eq!(cache.order.len(), 16);
+        assert!(cache.get(&format!("{:064x}", 9_999)).is_some());
+    }
+}

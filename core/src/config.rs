@@ -1,0 +1,382 @@
+//! Plugin configuration: JSON in, a validated [`Policy`] out, once at configure time.
+//!
+//! Every error names the field and what is wrong with it, because the only place an operator
+//! sees it is one line in Envoy's log next to "Unable to create Wasm plugin".
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::identity::{SpiffeId, TrustDomain};
+
+/// Used when neither the configuration nor the VM environment names a trust domain.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+pub const DEFAULT_CERTIFICATE_CACHE_SIZE: usize = 1024;
+pub const MAX_CERTIFICATE_CACHE_SIZE: usize = 65_536;
+
+/// What a negative decision does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Deny with a 403.
+    Enforce,
+    /// Let the request through and log `would_deny`: for rolling the filter out.
+    Audit,
+}
+
+/// Where the expected (the pod's own) principal comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalSource {
+    /// `principal` if set, else node metadata, else the listener's own certificate.
+    Auto,
+    /// Only `principal`.
+    Static,
+    /// Only node metadata `NAMESPACE` and `SERVICE_ACCOUNT`.
+    NodeMetadata,
+    /// Only the URI SAN of the certificate the listener serves.
+    LocalCertificate,
+}
+
+/// Which allowed requests are logged (denials are always logged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogAllowed {
+    None,
+    /// The first allowed request of each downstream connection.
+    FirstPerConnection,
+    All,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub mode: Mode,
+    /// The expected principal, when configured.
+    pub principal: Option<SpiffeId>,
+    pub principal_source: PrincipalSource,
+    /// For principals built from node metadata: config, else `TRUST_DOMAIN`, else the default.
+    pub trust_domain: TrustDomain,
+    /// Principals admitted besides the expected one (exact match).
+    pub allowed_principals: Vec<SpiffeId>,
+    /// Request paths (without query) admitted without any check.
+    pub exempt_paths: Vec<String>,
+    /// Deny peers whose source address is not loopback.
+    pub require_loopback: bool,
+    pub log_allowed: LogAllowed,
+    /// Distinct certificates whose checks are remembered per VM; 0 turns the cache off.
+    pub certificate_cache_size: usize,
+}
+
+/// A configuration field that is missing, unknown or wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self { field: field.into(), problem: problem.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}: {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The name of the VM environment variable that may carry the trust domain (Istio passes it
+/// with `vmConfig.env`).
+pub const TRUST_DOMAIN_ENV: &str = "TRUST_DOMAIN";
+
+impl Policy {
+    /// Validates the plugin configuration. `env_trust_domain` is the VM's `TRUST_DOMAIN`.
+    pub fn from_json(config: &[u8], env_trust_domain: Option<&str>) -> Result<Self, ConfigError> {
+        let text =
+            std::str::from_utf8(config).map_err(|_| ConfigError::new("configuration", "is not UTF-8"))?;
+        let fields = if text.trim().is_empty() {
+            Map::new()
+        } else {
+            match serde_json::from_str::<Value>(text) {
+                Ok(Value::Object(fields)) => fields,
+                Ok(_) => return Err(ConfigError::new("configuration", "must be a JSON object")),
+                Err(e) => return Err(ConfigError::new("configuration", format!("is not valid JSON: {e}"))),
+            }
+        };
+
+        let mut raw = RawFields::default();
+        for (name, value) in &fields {
+            match name.as_str() {
+                "mode" => raw.mode = Some(string(name, value)?),
+                "principal" => raw.principal = Some(string(name, value)?),
+                "principal_source" => raw.principal_source = Some(string(name, value)?),
+                "trust_domain" => raw.trust_domain = Some(string(name, value)?),
+                "allowed_principals" => raw.allowed_principals = string_list(name, value)?,
+                "exempt_paths" => raw.exempt_paths = string_list(name, value)?,
+                "require_loopback" => raw.require_loopback = Some(boolean(name, value)?),
+                "log_allowed" => raw.log_allowed = Some(string(name, value)?),
+                "certificate_cache_size" => raw.certificate_cache_size = Some(cache_size(name, value)?),
+                _ => return Err(ConfigError::new(name.as_str(), "unknown field")),
+            }
+        }
+        raw.validate(env_trust_domain)
+    }
+}
+
+#[derive(Default)]
+struct RawFields<'a> {
+    mode: Option<&'a str>,
+    principal: Option<&'a str>,
+    principal_source: Option<&'a str>,
+    trust_domain: Option<&'a str>,
+    allowed_principals: Vec<&'a str>,
+    exempt_paths: Vec<&'a str>,
+    require_loopback: Option<bool>,
+    log_allowed: Option<&'a str>,
+    certificate_cache_size: Option<usize>,
+}
+
+impl RawFields<'_> {
+    fn validate(self, env_trust_domain: Option<&str>) -> Result<Policy, ConfigError> {
+        let mode = match self.mode.unwrap_or("enforce") {
+            "enforce" => Mode::Enforce,
+            "audit" => Mode::Audit,
+            other => return Err(one_of("mode", other, &["enforce", "audit"])),
+        };
+        let principal_source = match self.principal_source.unwrap_or("auto") {
+            "auto" => PrincipalSource::Auto,
+            "static" => PrincipalSource::Static,
+            "node_metadata" => PrincipalSource::NodeMetadata,
+            "local_certificate" => PrincipalSource::LocalCertificate,
+            other => {
+                return Err(one_of(
+                    "principal_source",
+                    other,
+                    &["auto", "static", "node_metadata", "local_certificate"],
+                ))
+            }
+        };
+        let principal = self.principal.map(|raw| spiffe_id("principal", raw)).transpose()?;
+        match (principal_source, &principal) {
+            (PrincipalSource::Static, None) => {
+                return Err(ConfigError::new("principal", "is required when principal_source is \"static\""))
+            }
+            (PrincipalSource::NodeMetadata | PrincipalSource::LocalCertificate, Some(_)) => {
+                return Err(ConfigError::new(
+                    "principal",
+                    "is set, but principal_source says to take the principal from elsewhere",
+                ))
+            }
+            _ => {}
+        }
+        let trust_domain = match (self.trust_domain, env_trust_domain) {
+            (Some(raw), _) => TrustDomain::parse(raw)
+                .map_err(|e| ConfigError::new("trust_domain", format!("{raw:?} {e}")))?,
+            (None, Some(raw)) => TrustDomain::parse(raw).map_err(|e| {
+                ConfigError::new(format!("{TRUST_DOMAIN_ENV} (VM environment)"), format!("{raw:?} {e}"))
+            })?,
+            (None, None) => TrustDomain::parse(DEFAULT_TRUST_DOMAIN)
+                .map_err(|e| ConfigError::new("trust_domain", e.to_string()))?,
+        };
+        let allowed_principals = self
+            .allowed_principals
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| spiffe_id(&format!("allowed_principals[{i}]"), raw))
+            .collect::<Result<_, _>>()?;
+        let exempt_paths = self
+            .exempt_paths
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| exempt_path(&format!("exempt_paths[{i}]"), raw))
+            .collect::<Result<_, _>>()?;
+        let log_allowed = match self.log_allowed.unwrap_or("first_per_connection") {
+            "none" => LogAllowed::None,
+            "first_per_connection" => LogAllowed::FirstPerConnection,
+            "all" => LogAllowed::All,
+            other => return Err(one_of("log_allowed", other, &["none", "first_per_connection", "all"])),
+        };
+        Ok(Policy {
+            mode,
+            principal,
+            principal_source,
+            trust_domain,
+            allowed_principals,
+            exempt_paths,
+            require_loopback: self.require_loopback.unwrap_or(true),
+            log_allowed,
+            certificate_cache_size: self.certificate_cache_size.unwrap_or(DEFAULT_CERTIFICATE_CACHE_SIZE),
+        })
+    }
+}
+
+fn string<'a>(field: &str, value: &'a Value) -> Result<&'a str, ConfigError> {
+    value.as_str().ok_or_else(|| ConfigError::new(field, format!("must be a string, not {}", kind(value))))
+}
+
+fn boolean(field: &str, value: &Value) -> Result<bool, ConfigError> {
+    value
+        .as_bool()
+        .ok_or_else(|| ConfigError::new(field, format!("must be true or false, not {}", kind(value))))
+}
+
+fn string_list<'a>(field: &str, value: &'a Value) -> Result<Vec<&'a str>, ConfigError> {
+    let items = value
+        .as_array()
+        .ok_or_else(|| ConfigError::new(field, format!("must be a list of strings, not {}", kind(value))))?;
+    items.iter().enumerate().map(|(i, item)| string(&format!("{field}[{i}]"), item)).collect()
+}
+
+fn cache_size(field: &str, value: &Value) -> Result<usize, ConfigError> {
+    value
+        .as_u64()
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n <= MAX_CERTIFICATE_CACHE_SIZE)
+        .ok_or_else(|| {
+            ConfigError::new(
+                field,
+                format!("must be an integer from 0 to {MAX_CERTIFICATE_CACHE_SIZE}, not {value}"),
+            )
+        })
+}
+
+fn spiffe_id(field: &str, raw: &str) -> Result<SpiffeId, ConfigError> {
+    SpiffeId::parse(raw).map_err(|e| ConfigError::new(field, format!("{raw:?} {e}")))
+}
+
+fn exempt_path(field: &str, raw: &str) -> Result<String, ConfigError> {
+    if !raw.starts_with('/') {
+        return Err(ConfigError::new(field, format!("{raw:?} must start with '/'")));
+    }
+    if raw.contains(['?', '#']) || raw.chars().any(|c| c.is_ascii_control() || c == ' ') {
+        return Err(ConfigError::new(
+            field,
+            format!("{raw:?} must be a bare path (no query, fragment, spaces)"),
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+fn one_of(field: &str, got: &str, allowed: &[&str]) -> ConfigError {
+    ConfigError::new(field, format!("{got:?} is not one of {}", allowed.join(", ")))
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_case;
+
+    fn policy(json: &str) -> Result<Policy, ConfigError> {
+        Policy::from_json(json.as_bytes(), None)
+    }
+
+    #[test_case]
+    fn empty_configuration_means_defaults() {
+        for empty in ["", "  \n", "{}"] {
+            let p = policy(empty).unwrap();
+            assert_eq!(p.mode, Mode::Enforce);
+            assert_eq!(p.principal, None);
+            assert_eq!(p.principal_source, PrincipalSource::Auto);
+            assert_eq!(p.trust_domain.as_str(), DEFAULT_TRUST_DOMAIN);
+            assert!(p.allowed_principals.is_empty() && p.exempt_paths.is_empty());
+            assert!(p.require_loopback);
+            assert_eq!(p.log_allowed, LogAllowed::FirstPerConnection);
+            assert_eq!(p.certificate_cache_size, DEFAULT_CERTIFICATE_CACHE_SIZE);
+        }
+    }
+
+    #[test_case]
+    fn every_field() {
+        let p = policy(
+            r#"{"mode":"audit","principal":"spiffe://td/ns/a/sa/b","principal_source":"static",
+                "trust_domain":"example.org","allowed_principals":["spiffe://td/ns/a/sa/c"],
+                "exempt_paths":["/healthz"],"require_loopback":false,"log_allowed":"all",
+                "certificate_cache_size":0}"#,
+        )
+        .unwrap();
+        assert_eq!(p.mode, Mode::Audit);
+        assert_eq!(p.principal.unwrap().as_str(), "spiffe://td/ns/a/sa/b");
+        assert_eq!(p.principal_source, PrincipalSource::Static);
+        assert_eq!(p.trust_domain.as_str(), "example.org");
+        assert_eq!(p.allowed_principals[0].as_str(), "spiffe://td/ns/a/sa/c");
+        assert_eq!(p.exempt_paths, ["/healthz"]);
+        assert!(!p.require_loopback);
+        assert_eq!(p.log_allowed, LogAllowed::All);
+        assert_eq!(p.certificate_cache_size, 0);
+    }
+
+    #[test_case]
+    fn trust_domain_precedence() {
+        let from = |json: &str, env: Option<&str>| {
+            Policy::from_json(json.as_bytes(), env).unwrap().trust_domain.as_str().to_owned()
+        };
+        assert_eq!(from("{}", None), "cluster.local");
+        assert_eq!(from("{}", Some("mesh.example")), "mesh.example");
+        assert_eq!(from(r#"{"trust_domain":"config.example"}"#, Some("mesh.example")), "config.example");
+    }
+
+    #[test_case]
+    fn errors_name_the_field() {
+        let cases = [
+            ("not json", "{", "configuration", "not valid JSON"),
+            ("not an object", "[]", "configuration", "JSON object"),
+            ("unknown field", r#"{"principals":[]}"#, "principals", "unknown field"),
+            ("mode value", r#"{"mode":"permissive"}"#, "mode", "not one of"),
+            ("mode type", r#"{"mode":1}"#, "mode", "must be a string, not a number"),
+            ("bad principal", r#"{"principal":"spiffe://td/"}"#, "principal", "trailing slash"),
+            ("uppercase principal", r#"{"principal":"spiffe://TD/x"}"#, "principal", "canonical"),
+            ("bare trust domain", r#"{"principal":"spiffe://td"}"#, "principal", "no path"),
+            ("source value", r#"{"principal_source":"env"}"#, "principal_source", "not one of"),
+            ("static needs principal", r#"{"principal_source":"static"}"#, "principal", "required"),
+            (
+                "conflicting source",
+                r#"{"principal":"spiffe://td/a","principal_source":"node_metadata"}"#,
+                "principal",
+                "elsewhere",
+            ),
+            ("trust domain", r#"{"trust_domain":"Cluster.local"}"#, "trust_domain", "canonical"),
+            (
+                "list type",
+                r#"{"allowed_principals":"spiffe://td/a"}"#,
+                "allowed_principals",
+                "list of strings",
+            ),
+            ("list item type", r#"{"exempt_paths":["/a",2]}"#, "exempt_paths[1]", "a number"),
+            (
+                "bad allowed",
+                r#"{"allowed_principals":["spiffe://td/a","x"]}"#,
+                "allowed_principals[1]",
+                "SPIFFE",
+            ),
+            ("relative path", r#"{"exempt_paths":["healthz"]}"#, "exempt_paths[0]", "start with '/'"),
+            ("query in path", r#"{"exempt_paths":["/h?x=1"]}"#, "exempt_paths[0]", "bare path"),
+            ("loopback type", r#"{"require_loopback":"yes"}"#, "require_loopback", "true or false"),
+            ("log value", r#"{"log_allowed":"some"}"#, "log_allowed", "not one of"),
+            ("cache negative", r#"{"certificate_cache_size":-1}"#, "certificate_cache_size", "integer"),
+            ("cache huge", r#"{"certificate_cache_size":1e9}"#, "certificate_cache_size", "integer"),
+            ("null", r#"{"mode":null}"#, "mode", "not null"),
+        ];
+        for (name, json, field, problem) in cases {
+            let err = policy(json).unwrap_err();
+            assert_eq!(err.field, field, "{name}: {err}");
+            assert!(err.problem.contains(problem), "{name}: {err}");
+            assert!(err.to_string().contains(field), "{name}: {err}");
+        }
+        let err = Policy::from_json(b"\xff", None).unwrap_err();
+        assert_eq!(err.field, "configuration");
+        let err = Policy::from_json(b"{}", Some("Bad Domain")).unwrap_err();
+        assert_eq!(err.field, "TRUST_DOMAIN (VM environment)");
+    }
+}

@@ -1,0 +1,727 @@
+//! The admission decision: a pure function of the policy, the host facts and the clock.
+//!
+//! The steps run in a fixed order and the first failing one decides; anything unexpected denies
+//! with its own reason. Nothing allows by default: the only `Allow` outcomes are an exempt path
+//! and a certificate that passed every check and names an admitted principal.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use crate::cache::{CertCache, Checked};
+use crate::config::{Mode, Policy};
+use crate::host::{property, Host, HostError, XFCC_HEADER};
+use crate::identity::SpiffeId;
+use crate::principal::{self, Expected, Source};
+use crate::svid::{SvidError, SvidFacts, TimeError};
+use crate::{pem, xfcc};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny,
+    /// Audit mode: the request goes through, but enforcement would have denied it.
+    WouldDeny,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::WouldDeny => "would_deny",
+        }
+    }
+}
+
+macro_rules! reasons {
+    ($($variant:ident => $name:literal, $doc:literal;)*) => {
+        /// Why a decision came out as it did. The names are stable: logs, metrics and the 403
+        /// body use them.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $(#[doc = $doc] $variant,)*
+        }
+
+        impl Reason {
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    Ok => "ok", "The peer's SVID names an admitted principal.";
+    Exempt => "exempt", "The path is in `exempt_paths`.";
+    NotLoopback => "not_loopback", "The peer address is not in 127.0.0.0/8 or ::1.";
+    SourceAddressUnavailable => "source_address_unavailable", "The peer address is missing or unreadable.";
+    NoClientCertificate => "no_client_certificate", "The peer presented no certificate.";
+    CertificateUnvalidated => "certificate_unvalidated", "Envoy says the presented certificate failed validation.";
+    CertificateUnavailable => "certificate_unavailable", "The peer certificate could not be obtained (or proven to be the connection's).";
+    CertificateInvalid => "certificate_invalid", "The peer certificate does not decode or parse.";
+    SvidUriSanCount => "svid_uri_san_count", "The certificate has no URI SAN, or more than one.";
+    SvidBadSpiffeId => "svid_bad_spiffe_id", "The URI SAN is not a valid workload SPIFFE ID.";
+    SvidNotLeaf => "svid_not_leaf", "The certificate is a CA or may sign certificates or CRLs.";
+    SvidExpired => "svid_expired", "The certificate's notAfter has passed.";
+    SvidNotYetValid => "svid_not_yet_valid", "The certificate's notBefore is in the future.";
+    NoExpectedPrincipal => "no_expected_principal", "No source gave the pod's own principal.";
+    PrincipalMismatch => "principal_mismatch", "The SVID is valid but names another principal.";
+    HostError => "host_error", "A host call failed.";
+}
+
+impl Reason {
+    pub fn is_allow(self) -> bool {
+        matches!(self, Self::Ok | Self::Exempt)
+    }
+}
+
+impl From<&SvidError> for Reason {
+    fn from(error: &SvidError) -> Self {
+        match error {
+            SvidError::Unparsable(_) => Self::CertificateInvalid,
+            SvidError::UriSanCount(_) => Self::SvidUriSanCount,
+            SvidError::BadSpiffeId(_) => Self::SvidBadSpiffeId,
+            SvidError::NotLeaf(_) => Self::SvidNotLeaf,
+        }
+    }
+}
+
+/// The outcome for one request, with what the decision log needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub reason: Reason,
+    /// Why, in words, when the reason alone does not say it.
+    pub detail: Option<String>,
+    pub peer_principal: Option<Rc<SvidFacts>>,
+    pub expected_principal: Option<Rc<SpiffeId>>,
+    pub source_address: Option<String>,
+    pub cert_sha256: Option<String>,
+}
+
+/// Everything known about the request while the decision is being made.
+#[derive(Default)]
+struct Facts {
+    peer: Option<Rc<SvidFacts>>,
+    expected: Option<Rc<SpiffeId>>,
+    source_address: Option<String>,
+    cert_sha256: Option<String>,
+}
+
+/// A failed step: the reason, and a detail when it helps the operator.
+struct Refusal(Reason, Option<String>);
+
+impl Refusal {
+    fn bare(reason: Reason) -> Self {
+        Self(reason, None)
+    }
+
+    fn because(reason: Reason, detail: impl ToString) -> Self {
+        Self(reason, Some(detail.to_string()))
+    }
+}
+
+impl From<HostError> for Refusal {
+    fn from(error: HostError) -> Self {
+        Self::because(Reason::HostError, error)
+    }
+}
+
+/// The decision engine of one plugin configuration, with its certificate cache.
+#[derive(Debug)]
+pub struct Guard {
+    policy: Policy,
+    expected: Expected,
+    cache: CertCache,
+    /// A message for the operator that the glue should log once (see [`Guard::take_notice`]).
+    notice: Option<String>,
+    local_notice_given: bool,
+}
+
+impl Guard {
+    /// Builds the engine; the expected principal is resolved now where it can be.
+    pub fn new(policy: Policy, host: &impl Host) -> Self {
+        let expected = Expected::resolve(&policy, host);
+        let cache = CertCache::new(policy.certificate_cache_size);
+        let notice = match expected {
+            // Said at the first request, when the certificate is known.
+            Expected::LocalCertificate => None,
+            _ => Some(expected.to_string()),
+        };
+        Self { policy, expected, cache, notice, local_notice_given: false }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn expected(&self) -> &Expected {
+        &self.expected
+    }
+
+    /// A one-time message about where the expected principal comes from, if one is due.
+    pub fn take_notice(&mut self) -> Option<String> {
+        self.notice.take()
+    }
+
+    /// Decides on one request. `path` is the `:path` header; `now` is in Unix seconds.
+    pub fn decide(&mut self, path: Option<&str>, host: &impl Host, now: i64) -> Decision {
+        let mut facts = Facts::default();
+        let outcome = self.check(path, host, now, &mut facts);
+        let (verdict, reason, detail) = match outcome {
+            Ok(reason) => (Verdict::Allow, reason, None),
+            Err(Refusal(reason, detail)) => {
+                let verdict = match self.policy.mode {
+                    Mode::Enforce => Verdict::Deny,
+                    Mode::Audit => Verdict::WouldDeny,
+                };
+                (verdict, reason, detail)
+            }
+        };
+        Decision {
+            verdict,
+            reason,
+            detail,
+            peer_principal: facts.peer,
+            expected_principal: facts.expected,
+            source_address: facts.source_address,
+            cert_sha256: facts.cert_sha256,
+        }
+    }
+
+    fn check(
+        &mut self,
+        path: Option<&str>,
+        host: &impl Host,
+        now: i64,
+        facts: &mut Facts,
+    ) -> Result<Reason, Refusal> {
+        if let Some(path) = path {
+            let bare = path.split_once('?').map_or(path, |(bare, _)| bare);
+            if self.policy.exempt_paths.iter().any(|exempt| exempt == bare) {
+                return Ok(Reason::Exempt);
+            }
+        }
+
+        let source =
+            host.property(property::SOURCE_ADDRESS)?.map(|raw| String::from_utf8_lossy(&raw).into_owned());
+        facts.source_address = source.clone();
+        if self.policy.require_loopback {
+            check_loopback(source.as_deref())?;
+        }
+
+        match host.property(property::MTLS)?.as_deref() {
+            Some([1]) => {}
+            Some([0]) | None => return Err(Refusal::bare(Reason::NoClientCertificate)),
+            Some(other) => {
+                return Err(Refusal::because(Reason::HostError, format!("connection.mtls is {other:?}")))
+            }
+        }
+        match host.property(property::PEER_CERTIFICATE_VALID)?.as_deref() {
+            // Older Envoy versions do not say; the listener's validation context is the guard.
+            Some([1]) | None => {}
+            Some(_) => return Err(Refusal::bare(Reason::CertificateUnvalidated)),
+        }
+
+        let digest = peer_certificate_digest(host)?;
+        facts.cert_sha256 = digest.clone();
+        let checked = match digest.as_deref().and_then(|d| self.cache.get(d)) {
+            Some(checked) => checked,
+            None => {
+                let checked: Checked =
+                    SvidFacts::from_der(&peer_certificate_der(host, digest.as_deref())?).map(Rc::new);
+                if let Some(digest) = digest {
+                    self.cache.insert(digest, checked.clone());
+                }
+                checked
+            }
+        };
+        let peer = checked.map_err(|e| Refusal::because(Reason::from(&e), &e))?;
+        facts.peer = Some(Rc::clone(&peer));
+
+        match peer.check_time(now) {
+            Ok(()) => {}
+            Err(TimeError::Expired) => return Err(Refusal::bare(Reason::SvidExpired)),
+            Err(TimeError::NotYetValid) => return Err(Refusal::bare(Reason::SvidNotYetValid)),
+        }
+
+        let expected = self.expected_principal(host)?;
+        facts.expected = Some(Rc::clone(&expected));
+        if peer.spiffe_id == *expected || self.policy.allowed_principals.contains(&peer.spiffe_id) {
+            Ok(Reason::Ok)
+        } else {
+            Err(Refusal::bare(Reason::PrincipalMismatch))
+        }
+    }
+
+    fn expected_principal(&mut self, host: &impl Host) -> Result<Rc<SpiffeId>, Refusal> {
+        match &self.expected {
+            Expected::Known(id, _) => Ok(Rc::clone(id)),
+            Expected::Unavailable(why) => Err(Refusal::because(Reason::NoExpectedPrincipal, why)),
+            Expected::LocalCertificate => {
+                let id = principal::from_local_certificate(host)
+                    .map_err(|why| Refusal::because(Reason::NoExpectedPrincipal, why))?;
+                let id = Rc::new(id);
+                if !self.local_notice_given {
+                    self.local_notice_given = true;
+                    self.notice = Some(Expected::Known(Rc::clone(&id), Source::LocalCertificate).to_string());
+                }
+                Ok(id)
+            }
+        }
+    }
+}
+
+fn check_loopback(source: Option<&str>) -> Result<(), Refusal> {
+    let source = source.ok_or(Refusal::bare(Reason::SourceAddressUnavailable))?;
+    let address: SocketAddr = source.parse().map_err(|_| {
+        Refusal::because(Reason::SourceAddressUnavailable, format!("unparsable source address {source:?}"))
+    })?;
+    if address.ip().to_canonical().is_loopback() {
+        Ok(())
+    } else {
+        Err(Refusal::bare(Reason::NotLoopback))
+    }
+}
+
+/// The connection's certificate digest, when the host has one (64 lowercase hex characters).
+fn peer_certificate_digest(host: &impl Host) -> Result<Option<String>, Refusal> {
+    let Some(raw) = host.property(property::PEER_CERTIFICATE_DIGEST)? else {
+        return Ok(None);
+    };
+    match String::from_utf8(raw) {
+        Ok(digest) if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(Some(digest.to_ascii_lowercase()))
+        }
+        Ok(digest) if digest.is_empty() => Ok(None),
+        _ => Err(Refusal::because(Reason::CertificateUnavailable, "malformed certificate digest")),
+    }
+}
+
+/// The peer certificate: from `connection.peer_certificate` where Envoy has it, else from the
+/// XFCC element this proxy added. Either way it must hash to the connection's digest (if known),
+/// since the cache trusts the digest as the certificate's name.
+fn peer_certificate_der(host: &impl Host, digest: Option<&str>) -> Result<Vec<u8>, Refusal> {
+    let der = match host.property(property::PEER_CERTIFICATE)? {
+        Some(text) if !text.is_empty() => {
+            pem::certificate_der(&text).map_err(|e| Refusal::because(Reason::CertificateInvalid, e))?
+        }
+        _ => {
+            let digest = digest.ok_or_else(|| {
+                Refusal::because(Reason::CertificateUnavailable, "no peer certificate property and no digest")
+            })?;
+            let header = host.request_header(XFCC_HEADER)?.ok_or_else(|| {
+                Refusal::because(
+                    Reason::CertificateUnavailable,
+                    "no peer certificate property and no XFCC header",
+                )
+            })?;
+            return xfcc::peer_certificate_der(&header, digest)
+                .map_err(|e| Refusal::because(Reason::CertificateUnavailable, e));
+        }
+    };
+    match digest {
+        Some(digest) if pem::sha256_hex(&der) != digest => Err(Refusal::because(
+            Reason::CertificateUnavailable,
+            "peer certificate does not match the connection's digest",
+        )),
+        _ => Ok(der),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_case;
+    use crate::testing::{url_encode, CertBuilder, FakeHost};
+
+    const APP: &str = "spiffe://cluster.local/ns/shop/sa/app";
+    const ROGUE: &str = "spiffe://cluster.local/ns/shop/sa/rogue";
+    const NOW: i64 = 1_800_000_000;
+
+    fn guard(json: &str) -> Guard {
+        let host = FakeHost::default()
+            .with_property(&["xds", "node", "metadata", "NAMESPACE"], "shop")
+            .with_property(&["xds", "node", "metadata", "SERVICE_ACCOUNT"], "app");
+        Guard::new(Policy::from_json(json.as_bytes(), None).unwrap(), &host)
+    }
+
+    /// A request from 127.0.0.1 over mTLS presenting `cert`, as Envoy 1.40 describes it.
+    fn request(cert: &CertBuilder) -> FakeHost {
+        FakeHost::default()
+            .with_property(property::SOURCE_ADDRESS, "127.0.0.1:40000")
+            .with_property(property::MTLS, [1])
+            .with_property(property::PEER_CERTIFICATE_VALID, [1])
+            .with_property(property::PEER_CERTIFICATE, cert.pem())
+            .with_property(property::PEER_CERTIFICATE_DIGEST, pem::sha256_hex(&cert.der()))
+    }
+
+    /// The same request as an Envoy without `connection.peer_certificate` describes it.
+    fn request_via_xfcc(cert: &CertBuilder) -> FakeHost {
+        let digest = pem::sha256_hex(&cert.der());
+        request(cert)
+            .without_property(property::PEER_CERTIFICATE)
+            .without_property(property::PEER_CERTIFICATE_VALID)
+            .with_header(
+                XFCC_HEADER,
+                &format!("Hash={digest};Cert=\"{}\";URI={APP}", url_encode(&cert.pem())),
+            )
+    }
+
+    fn app() -> CertBuilder {
+        CertBuilder::leaf().uri(APP)
+    }
+
+    #[test_case]
+    fn decisions() {
+        let rogue = CertBuilder::leaf().uri(ROGUE);
+        let allow_rogue = format!(r#"{{"allowed_principals":["{ROGUE}"]}}"#);
+        let static_rogue = format!(r#"{{"principal":"{ROGUE}"}}"#);
+        let cases: Vec<(&str, &str, Option<&str>, FakeHost, Verdict, Reason)> = vec![
+            ("rightful app", "{}", Some("/orders"), request(&app()), Verdict::Allow, Reason::Ok),
+            ("rightful app via xfcc", "{}", Some("/"), request_via_xfcc(&app()), Verdict::Allow, Reason::Ok),
+            (
+                "url-encoded property",
+                "{}",
+                Some("/"),
+                request(&app()).with_property(property::PEER_CERTIFICATE, url_encode(&app().pem())),
+                Verdict::Allow,
+                Reason::Ok,
+            ),
+            ("no path header", "{}", None, request(&app()), Verdict::Allow, Reason::Ok),
+            (
+                "ipv6 loopback",
+                "{}",
+                Some("/"),
+                request(&app()).with_property(property::SOURCE_ADDRESS, "[::1]:4000"),
+                Verdict::Allow,
+                Reason::Ok,
+            ),
+            (
+                "other loopback address",
+                "{}",
+                Some("/"),
+                request(&app()).with_property(property::SOURCE_ADDRESS, "127.0.0.6:4000"),
+                Verdict::Allow,
+                Reason::Ok,
+            ),
+            ("allowed principal", &allow_rogue, Some("/"), request(&rogue), Verdict::Allow, Reason::Ok),
+            ("static principal", &static_rogue, Some("/"), request(&rogue), Verdict::Allow, Reason::Ok),
+            (
+                "static principal refuses the app",
+                &static_rogue,
+                Some("/"),
+                request(&app()),
+                Verdict::Deny,
+                Reason::PrincipalMismatch,
+            ),
+            (
+                "exempt path",
+                r#"{"exempt_paths":["/healthz"]}"#,
+                Some("/healthz?full=1"),
+                FakeHost::default(),
+                Verdict::Allow,
+                Reason::Exempt,
+            ),
+            (
+                "exempt is exact",
+                r#"{"exempt_paths":["/healthz"]}"#,
+                Some("/healthz/x"),
+                FakeHost::default(),
+                Verdict::Deny,
+                Reason::SourceAddressUnavailable,
+            ),
+            (
+                "exempt even in audit",
+                r#"{"mode":"audit","exempt_paths":["/h"]}"#,
+                Some("/h"),
+                FakeHost::default(),
+                Verdict::Allow,
+                Reason::Exempt,
+            ),
+            ("rogue", "{}", Some("/"), request(&rogue), Verdict::Deny, Reason::PrincipalMismatch),
+            (
+                "rogue in audit",
+                r#"{"mode":"audit"}"#,
+                Some("/"),
+                request(&rogue),
+                Verdict::WouldDeny,
+                Reason::PrincipalMismatch,
+            ),
+            (
+                "other trust domain",
+                "{}",
+                Some("/"),
+                request(&CertBuilder::leaf().uri("spiffe://evil.example/ns/shop/sa/app")),
+                Verdict::Deny,
+                Reason::PrincipalMismatch,
+            ),
+            (
+                "remote peer",
+                "{}",
+                Some("/"),
+                request(&app()).with_property(property::SOURCE_ADDRESS, "10.0.0.5:4000"),
+                Verdict::Deny,
+                Reason::NotLoopback,
+            ),
+            (
+                "remote peer allowed by config",
+                r#"{"require_loopback":false}"#,
+                Some("/"),
+                request(&app()).with_property(property::SOURCE_ADDRESS, "10.0.0.5:4000"),
+                Verdict::Allow,
+                Reason::Ok,
+            ),
+            (
+                "mapped ipv4 loopback",
+                "{}",
+                Some("/"),
+                request(&app()).with_property(property::SOURCE_ADDRESS, "[::ffff:127.0.0.1]:1"),
+                Verdict::Allow,
+                Reason::Ok,
+            ),
+            (
+                "no source address",
+                "{}",
+                Some("/"),
+                request(&app()).without_property(property::SOURCE_ADDRESS),
+                Verdict::Deny,
+                Reason::SourceAddressUnavailable,
+            ),
+            (
+                "pipe source address",
+                "{}",
+                Some("/"),
+                request(&app()).with_property(property::SOURCE_ADDRESS, "/tmp/sock"),
+                Verdict::Deny,
+                Reason::SourceAddressUnavailable,
+            ),
+            (
+                "no certificate",
+                "{}",
+                Some("/"),
+                request(&app()).with_property(property::MTLS, [0]),
+                Verdict::Deny,
+                Reason::NoClientCertificate,
+            ),
+            (
+                "no mtls property",
+                "{}",
+                Some("/"),
+                request(&app()).without_property(property::MTLS),
+                Verdict::Deny,
+                Reason::NoClientCertificate,
+            ),
+            (
+                "odd mtls value",
+                "{}",
+                Some("/"),
+                request(&app()).with_property(property::MTLS, "true"),
+                Verdict::Deny,
+                Reason::HostError,
+            ),
+            (
+                "unvalidated certificate",
+                "{}",
+                Some("/"),
+                request(&app()).with_property(property::PEER_CERTIFICATE_VALID, [0]),
+                Verdict::Deny,
+                Reason::CertificateUnvalidated,
+            ),
+            (
+                "failing host call",
+                "{}",
+                Some("/"),
+                request(&app()).with_failing_property(property::MTLS),
+                Verdict::Deny,
+                Reason::HostError,
+            ),
+            (
+                "no certificate anywhere",
+                "{}",
+                Some("/"),
+                request(&app()).without_property(property::PEER_CERTIFICATE),
+                Verdict::Deny,
+                Reason::CertificateUnavailable,
+            ),
+            (
+                "no digest, no property",
+                "{}",
+                Some("/"),
+                request_via_xfcc(&app()).without_property(property::PEER_CERTIFICATE_DIGEST),
+                Verdict::Deny,
+                Reason::CertificateUnavailable,
+            ),
+            (
+                "malformed digest",
+                "{}",
+                Some("/"),
+                request(&app()).with_property(property::PEER_CERTIFICATE_DIGEST, "xyz"),
+                Verdict::Deny,
+                Reason::CertificateUnavailable,
+            ),
+            (
+                "digest of another certificate",
+                "{}",
+                Some("/"),
+                request(&app()).with_property(property::PEER_CERTIFICATE_DIGEST, "0".repeat(64)),
+                Verdict::Deny,
+                Reason::CertificateUnavailable,
+            ),
+            (
+                "forged xfcc",
+                "{}",
+                Some("/"),
+                request_via_xfcc(&rogue).with_header(
+                    XFCC_HEADER,
+                    &format!("Hash={};Cert=\"{}\"", pem::sha256_hex(&rogue.der()), url_encode(&app().pem())),
+                ),
+                Verdict::Deny,
+                Reason::CertificateUnavailable,
+            ),
+            (
+                "garbage certificate",
+                "{}",
+                Some("/"),
+                request(&app()).with_property(property::PEER_CERTIFICATE, "garbage"),
+                Verdict::Deny,
+                Reason::CertificateInvalid,
+            ),
+            (
+                "two uri sans",
+                "{}",
+                Some("/"),
+                request(&app().uri(ROGUE)),
+                Verdict::Deny,
+                Reason::SvidUriSanCount,
+            ),
+            (
+                "bad spiffe id",
+                "{}",
+                Some("/"),
+                request(&CertBuilder::leaf().uri("spiffe://cluster.local/ns/shop/sa/app/")),
+                Verdict::Deny,
+                Reason::SvidBadSpiffeId,
+            ),
+            ("ca certificate", "{}", Some("/"), request(&app().ca()), Verdict::Deny, Reason::SvidNotLeaf),
+            (
+                "expired",
+                "{}",
+                Some("/"),
+                request(&app().validity(0, NOW - 1)),
+                Verdict::Deny,
+                Reason::SvidExpired,
+            ),
+            (
+                "not yet valid",
+                "{}",
+                Some("/"),
+                request(&app().validity(NOW + 1, NOW + 2)),
+                Verdict::Deny,
+                Reason::SvidNotYetValid,
+            ),
+            (
+                "local certificate principal",
+                r#"{"principal_source":"local_certificate"}"#,
+                Some("/"),
+                request(&rogue).with_property(property::LOCAL_URI_SAN, ROGUE),
+                Verdict::Allow,
+                Reason::Ok,
+            ),
+            (
+                "no local certificate principal",
+                r#"{"principal_source":"local_certificate"}"#,
+                Some("/"),
+                request(&app()),
+                Verdict::Deny,
+                Reason::NoExpectedPrincipal,
+            ),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for (name, json, path, host, verdict, reason) in cases {
+            let decision = guard(json).decide(path, &host, NOW);
+            assert_eq!(
+                (decision.verdict, decision.reason),
+                (verdict, reason),
+                "{name}: {:?}",
+                decision.detail
+            );
+            seen.insert(reason);
+        }
+        let untested: Vec<_> = Reason::ALL.iter().filter(|r| !seen.contains(r)).collect();
+        assert!(untested.is_empty(), "reasons without a case: {untested:?}");
+    }
+
+    #[test_case]
+    fn no_expected_principal_when_forced_source_is_empty() {
+        let mut guard = Guard::new(
+            Policy::from_json(br#"{"principal_source":"node_metadata"}"#, None).unwrap(),
+            &FakeHost::default(),
+        );
+        let decision = guard.decide(Some("/"), &request(&app()), NOW);
+        assert_eq!((decision.verdict, decision.reason), (Verdict::Deny, Reason::NoExpectedPrincipal));
+        assert!(guard.take_notice().unwrap().contains("every request will be denied"));
+    }
+
+    #[test_case]
+    fn decision_carries_what_the_log_needs() {
+        let mut guard = guard("{}");
+        let cert = CertBuilder::leaf().uri(ROGUE);
+        let decision = guard.decide(Some("/"), &request(&cert), NOW);
+        assert_eq!(decision.peer_principal.unwrap().spiffe_id.as_str(), ROGUE);
+        assert_eq!(decision.expected_principal.unwrap().as_str(), APP);
+        assert_eq!(decision.source_address.as_deref(), Some("127.0.0.1:40000"));
+        assert_eq!(decision.cert_sha256, Some(pem::sha256_hex(&cert.der())));
+        assert!(guard.take_notice().unwrap().contains("node_metadata"));
+        assert_eq!(guard.take_notice(), None, "said once");
+    }
+
+    #[test_case]
+    fn a_cached_certificate_is_not_read_again_but_its_time_is_checked() {
+        let mut guard = guard("{}");
+        let cert = app().validity(0, NOW);
+        let host = request(&cert);
+        assert_eq!(guard.decide(Some("/"), &host, NOW).reason, Reason::Ok);
+        let host = request(&cert).without_property(property::PEER_CERTIFICATE);
+        assert_eq!(guard.decide(Some("/"), &host, NOW).reason, Reason::Ok, "served from the cache");
+        assert!(!host.reads.borrow().iter().any(|r| r == "connection.peer_certificate"));
+        assert_eq!(guard.decide(Some("/"), &host, NOW + 1).reason, Reason::SvidExpired);
+    }
+
+    #[test_case]
+    fn failed_checks_are_cached_too() {
+        let mut guard = guard("{}");
+        let cert = app().ca();
+        assert_eq!(guard.decide(Some("/"), &request(&cert), NOW).reason, Reason::SvidNotLeaf);
+        let host = request(&cert).without_property(property::PEER_CERTIFICATE);
+        assert_eq!(guard.decide(Some("/"), &host, NOW).reason, Reason::SvidNotLeaf);
+    }
+
+    #[test_case]
+    fn cache_off_reads_every_time() {
+        let mut guard = guard(r#"{"certificate_cache_size":0}"#);
+        assert_eq!(guard.decide(Some("/"), &request(&app()), NOW).reason, Reason::Ok);
+        let host = request(&app()).without_property(property::PEER_CERTIFICATE);
+        assert_eq!(guard.decide(Some("/"), &host, NOW).reason, Reason::CertificateUnavailable);
+    }
+
+    #[test_case]
+    fn exempt_paths_read_nothing() {
+        let mut guard = guard(r#"{"exempt_paths":["/healthz"]}"#);
+        let host = request(&app());
+        guard.decide(Some("/healthz"), &host, NOW);
+        assert!(host.reads.borrow().is_empty());
+    }
+
+    #[test_case]
+    fn reason_names_are_stable_and_unique() {
+        let names: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), Reason::ALL.len());
+        assert_eq!(Reason::PrincipalMismatch.as_str(), "principal_mismatch");
+        assert!(Reason::ALL.iter().filter(|r| r.is_allow()).count() == 2);
+    }
+}

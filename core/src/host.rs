@@ -1,0 +1,45 @@
+//! What the core asks of the proxy, and where Envoy keeps each fact.
+//!
+//! The filter crate implements [`Host`] over proxy-wasm host calls; tests implement it over a
+//! map. Reads are lazy, so a request pays only for the facts its decision needs.
+
+use std::fmt;
+
+/// Read access to the current request's host facts.
+pub trait Host {
+    /// An Envoy attribute (`None` when the host does not have it).
+    fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError>;
+    /// A request header (`None` when absent).
+    fn request_header(&self, name: &str) -> Result<Option<String>, HostError>;
+}
+
+/// A host call failed: an unexpected answer, never a reason to allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostError(pub String);
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "host call failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for HostError {}
+
+/// Envoy attribute paths (see Envoy's "Attributes" documentation).
+pub mod property {
+    pub const SOURCE_ADDRESS: &[&str] = &["source", "address"];
+    pub const CONNECTION_ID: &[&str] = &["connection", "id"];
+    /// True when the peer presented a certificate (not: when it was validated).
+    pub const MTLS: &[&str] = &["connection", "mtls"];
+    /// Envoy 1.38+: whether the presented certificate passed validation.
+    pub const PEER_CERTIFICATE_VALID: &[&str] = &["connection", "peer_certificate_valid"];
+    /// Envoy 1.38+: the peer certificate as (possibly URL-encoded) PEM.
+    pub const PEER_CERTIFICATE: &[&str] = &["connection", "peer_certificate"];
+    pub const PEER_CERTIFICATE_DIGEST: &[&str] = &["connection", "sha256_peer_certificate_digest"];
+    pub const LOCAL_URI_SAN: &[&str] = &["connection", "uri_san_local_certificate"];
+    /// Node metadata: the current path first, then the one older Envoy versions answer.
+    pub const NODE_METADATA_PREFIXES: &[&[&str]] = &[&["xds", "node", "metadata"], &["node", "metadata"]];
+}
+
+/// The request header carrying the forwarded client certificate (fallback path).
+pub const XFCC_HEADER: &str = "x-forwarded-client-cert";

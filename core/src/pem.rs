@@ -1,0 +1,124 @@
+//! From the text Envoy hands over to DER bytes.
+//!
+//! `connection.peer_certificate` is PEM text, and some Envoy versions URL-encode it (as XFCC's
+//! `Cert` value always is). Decoding is strict: one `CERTIFICATE` block, standard base64, nothing
+//! but whitespace around it.
+
+use std::fmt;
+
+use base64::Engine;
+
+const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+const END: &str = "-----END CERTIFICATE-----";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PemError {
+    /// Percent-decoding gave bytes that are not UTF-8.
+    NotUtf8,
+    /// No `-----BEGIN CERTIFICATE-----` ... `-----END CERTIFICATE-----` block.
+    NoCertificateBlock,
+    /// Text other than whitespace around the block (a chain, a key, garbage).
+    TrailingData,
+    /// The block's body is not valid base64.
+    Base64(String),
+}
+
+impl fmt::Display for PemError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotUtf8 => f.write_str("certificate text is not UTF-8"),
+            Self::NoCertificateBlock => f.write_str("no PEM CERTIFICATE block"),
+            Self::TrailingData => f.write_str("unexpected text around the PEM CERTIFICATE block"),
+            Self::Base64(e) => write!(f, "PEM body is not valid base64: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PemError {}
+
+/// Decodes a PEM certificate, URL-encoded or not, to DER.
+pub fn certificate_der(text: &[u8]) -> Result<Vec<u8>, PemError> {
+    if text.starts_with(BEGIN.as_bytes()) {
+        let text = std::str::from_utf8(text).map_err(|_| PemError::NotUtf8)?;
+        return pem_to_der(text);
+    }
+    // Envoy URL-encodes PEM with `%` escapes only (no `+` for spaces), so percent-decoding is
+    // the exact inverse.
+    let decoded = percent_encoding::percent_decode(text).decode_utf8().map_err(|_| PemError::NotUtf8)?;
+    pem_to_der(&decoded)
+}
+
+fn pem_to_der(text: &str) -> Result<Vec<u8>, PemError> {
+    let text = text.trim();
+    let body = text.strip_prefix(BEGIN).and_then(|rest| rest.strip_suffix(END)).ok_or_else(|| {
+        if text.contains(BEGIN) && text.contains(END) {
+            PemError::TrailingData
+        } else {
+            PemError::NoCertificateBlock
+        }
+    })?;
+    if body.contains("-----") {
+        return Err(PemError::TrailingData);
+    }
+    let compact: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD.decode(compact).map_err(|e| PemError::Base64(e.to_string()))
+}
+
+/// Lowercase hex SHA-256, the form of Envoy's `connection.sha256_peer_certificate_digest`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    use std::fmt::Write;
+    sha2::Sha256::digest(bytes).iter().fold(String::with_capacity(64), |mut hex, byte| {
+        let _ = write!(hex, "{byte:02x}");
+        hex
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_case;
+    use crate::testing::{pem_encode, url_encode};
+
+    #[test_case]
+    fn decodes_pem_plain_and_url_encoded() {
+        let der = vec![0x30, 0x03, 0x02, 0x01, 0x07];
+        let pem = pem_encode(&der);
+        let cases = [
+            ("plain", pem.clone()),
+            ("url-encoded", url_encode(&pem)),
+            ("surrounding whitespace", format!("\n  {pem}\n\n")),
+            ("crlf", pem.replace('\n', "\r\n")),
+        ];
+        for (name, text) in cases {
+            assert_eq!(certificate_der(text.as_bytes()), Ok(der.clone()), "{name}");
+        }
+    }
+
+    #[test_case]
+    fn rejects_everything_else() {
+        let pem = pem_encode(&[0x30, 0x00]);
+        let cases: Vec<(&str, Vec<u8>, PemError)> = vec![
+            ("empty", vec![], PemError::NoCertificateBlock),
+            ("plain text", b"hello".to_vec(), PemError::NoCertificateBlock),
+            ("bad escape bytes", b"%ff%fe".to_vec(), PemError::NotUtf8),
+            ("raw non-utf8", [BEGIN.as_bytes(), b"\xff"].concat(), PemError::NotUtf8),
+            ("two blocks", format!("{pem}{pem}").into_bytes(), PemError::TrailingData),
+            ("text after", format!("{pem}x").into_bytes(), PemError::TrailingData),
+            (
+                "key label",
+                pem.replace("CERTIFICATE", "PRIVATE KEY").into_bytes(),
+                PemError::NoCertificateBlock,
+            ),
+            ("bad base64", format!("{BEGIN}\n!!!!\n{END}\n").into_bytes(), PemError::Base64(String::new())),
+            ("truncated", pem.as_bytes()[..pem.len() - 10].to_vec(), PemError::NoCertificateBlock),
+        ];
+        for (name, input, expected) in cases {
+            let got = certificate_der(&input);
+            match (&expected, &got) {
+                (PemError::Base64(_), Err(PemError::Base64(_))) => {}
+                _ => assert_eq!(got, Err(expected), "{name}"),
+            }
+        }
+    }
+}
