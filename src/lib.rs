@@ -1,1 +1,14 @@
+//! loopback-guard: a proxy-wasm HTTP filter that admits a request on the app-to-sidecar loopback
+//! listener only when the client certificate is an X509-SVID naming the pod's own principal.
+//!
+//! The rules live in `loopback-guard-core`; this crate is the glue to Envoy (`filter`).
 
+mod filter;
+
+proxy_wasm::main! {{
+    // Levels are filtered by Envoy's own log level; the module passes everything on.
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
+    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(filter::root::Root::default())
+    });
+}}

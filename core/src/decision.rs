@@ -103,6 +103,21 @@ pub struct Decision {
     pub cert_sha256: Option<String>,
 }
 
+impl Decision {
+    /// A deny that no check produced, e.g. when the filter has no valid configuration.
+    pub fn deny(reason: Reason, detail: impl Into<String>) -> Self {
+        Self {
+            verdict: Verdict::Deny,
+            reason,
+            detail: Some(detail.into()),
+            peer_principal: None,
+            expected_principal: None,
+            source_address: None,
+            cert_sha256: None,
+        }
+    }
+}
+
 /// Everything known about the request while the decision is being made.
 #[derive(Default)]
 struct Facts {
@@ -168,10 +183,10 @@ impl Guard {
         self.notice.take()
     }
 
-    /// Decides on one request. `path` is the `:path` header; `now` is in Unix seconds.
-    pub fn decide(&mut self, path: Option<&str>, host: &impl Host, now: i64) -> Decision {
+    /// Decides on one request; `path` is its `:path` header.
+    pub fn decide(&mut self, path: Option<&str>, host: &impl Host) -> Decision {
         let mut facts = Facts::default();
-        let outcome = self.check(path, host, now, &mut facts);
+        let outcome = self.check(path, host, &mut facts);
         let (verdict, reason, detail) = match outcome {
             Ok(reason) => (Verdict::Allow, reason, None),
             Err(Refusal(reason, detail)) => {
@@ -193,13 +208,7 @@ impl Guard {
         }
     }
 
-    fn check(
-        &mut self,
-        path: Option<&str>,
-        host: &impl Host,
-        now: i64,
-        facts: &mut Facts,
-    ) -> Result<Reason, Refusal> {
+    fn check(&mut self, path: Option<&str>, host: &impl Host, facts: &mut Facts) -> Result<Reason, Refusal> {
         if let Some(path) = path {
             let bare = path.split_once('?').map_or(path, |(bare, _)| bare);
             if self.policy.exempt_paths.iter().any(|exempt| exempt == bare) {
@@ -243,7 +252,7 @@ impl Guard {
         let peer = checked.map_err(|e| Refusal::because(Reason::from(&e), &e))?;
         facts.peer = Some(Rc::clone(&peer));
 
-        match peer.check_time(now) {
+        match peer.check_time(host.now()?) {
             Ok(()) => {}
             Err(TimeError::Expired) => return Err(Refusal::bare(Reason::SvidExpired)),
             Err(TimeError::NotYetValid) => return Err(Refusal::bare(Reason::SvidNotYetValid)),
@@ -337,11 +346,10 @@ fn peer_certificate_der(host: &impl Host, digest: Option<&str>) -> Result<Vec<u8
 mod tests {
     use super::*;
     use crate::test_case;
-    use crate::testing::{url_encode, CertBuilder, FakeHost};
+    use crate::testing::{url_encode, CertBuilder, FakeHost, FAKE_NOW as NOW};
 
     const APP: &str = "spiffe://cluster.local/ns/shop/sa/app";
     const ROGUE: &str = "spiffe://cluster.local/ns/shop/sa/rogue";
-    const NOW: i64 = 1_800_000_000;
 
     fn guard(json: &str) -> Guard {
         let host = FakeHost::default()
@@ -643,7 +651,7 @@ mod tests {
         ];
         let mut seen = std::collections::HashSet::new();
         for (name, json, path, host, verdict, reason) in cases {
-            let decision = guard(json).decide(path, &host, NOW);
+            let decision = guard(json).decide(path, &host);
             assert_eq!(
                 (decision.verdict, decision.reason),
                 (verdict, reason),
@@ -662,7 +670,7 @@ mod tests {
             Policy::from_json(br#"{"principal_source":"node_metadata"}"#, None).unwrap(),
             &FakeHost::default(),
         );
-        let decision = guard.decide(Some("/"), &request(&app()), NOW);
+        let decision = guard.decide(Some("/"), &request(&app()));
         assert_eq!((decision.verdict, decision.reason), (Verdict::Deny, Reason::NoExpectedPrincipal));
         assert!(guard.take_notice().unwrap().contains("every request will be denied"));
     }
@@ -671,7 +679,7 @@ mod tests {
     fn decision_carries_what_the_log_needs() {
         let mut guard = guard("{}");
         let cert = CertBuilder::leaf().uri(ROGUE);
-        let decision = guard.decide(Some("/"), &request(&cert), NOW);
+        let decision = guard.decide(Some("/"), &request(&cert));
         assert_eq!(decision.peer_principal.unwrap().spiffe_id.as_str(), ROGUE);
         assert_eq!(decision.expected_principal.unwrap().as_str(), APP);
         assert_eq!(decision.source_address.as_deref(), Some("127.0.0.1:40000"));
@@ -685,35 +693,35 @@ mod tests {
         let mut guard = guard("{}");
         let cert = app().validity(0, NOW);
         let host = request(&cert);
-        assert_eq!(guard.decide(Some("/"), &host, NOW).reason, Reason::Ok);
+        assert_eq!(guard.decide(Some("/"), &host).reason, Reason::Ok);
         let host = request(&cert).without_property(property::PEER_CERTIFICATE);
-        assert_eq!(guard.decide(Some("/"), &host, NOW).reason, Reason::Ok, "served from the cache");
+        assert_eq!(guard.decide(Some("/"), &host).reason, Reason::Ok, "served from the cache");
         assert!(!host.reads.borrow().iter().any(|r| r == "connection.peer_certificate"));
-        assert_eq!(guard.decide(Some("/"), &host, NOW + 1).reason, Reason::SvidExpired);
+        assert_eq!(guard.decide(Some("/"), &host.at(NOW + 1)).reason, Reason::SvidExpired);
     }
 
     #[test_case]
     fn failed_checks_are_cached_too() {
         let mut guard = guard("{}");
         let cert = app().ca();
-        assert_eq!(guard.decide(Some("/"), &request(&cert), NOW).reason, Reason::SvidNotLeaf);
+        assert_eq!(guard.decide(Some("/"), &request(&cert)).reason, Reason::SvidNotLeaf);
         let host = request(&cert).without_property(property::PEER_CERTIFICATE);
-        assert_eq!(guard.decide(Some("/"), &host, NOW).reason, Reason::SvidNotLeaf);
+        assert_eq!(guard.decide(Some("/"), &host).reason, Reason::SvidNotLeaf);
     }
 
     #[test_case]
     fn cache_off_reads_every_time() {
         let mut guard = guard(r#"{"certificate_cache_size":0}"#);
-        assert_eq!(guard.decide(Some("/"), &request(&app()), NOW).reason, Reason::Ok);
+        assert_eq!(guard.decide(Some("/"), &request(&app())).reason, Reason::Ok);
         let host = request(&app()).without_property(property::PEER_CERTIFICATE);
-        assert_eq!(guard.decide(Some("/"), &host, NOW).reason, Reason::CertificateUnavailable);
+        assert_eq!(guard.decide(Some("/"), &host).reason, Reason::CertificateUnavailable);
     }
 
     #[test_case]
     fn exempt_paths_read_nothing() {
         let mut guard = guard(r#"{"exempt_paths":["/healthz"]}"#);
         let host = request(&app());
-        guard.decide(Some("/healthz"), &host, NOW);
+        guard.decide(Some("/healthz"), &host);
         assert!(host.reads.borrow().is_empty());
     }
 

@@ -11,6 +11,8 @@ pub trait Host {
     fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError>;
     /// A request header (`None` when absent).
     fn request_header(&self, name: &str) -> Result<Option<String>, HostError>;
+    /// The proxy's current time, in seconds since the Unix epoch.
+    fn now(&self) -> Result<i64, HostError>;
 }
 
 /// A host call failed: an unexpected answer, never a reason to allow.

@@ -107,7 +107,11 @@ pub struct FakeHost {
     properties: std::collections::HashMap<String, Result<Vec<u8>, String>>,
     headers: std::collections::HashMap<String, String>,
     pub reads: std::cell::RefCell<Vec<String>>,
+    now: Option<i64>,
 }
+
+/// The clock of every [`FakeHost`] unless set with [`FakeHost::at`].
+pub const FAKE_NOW: i64 = 1_800_000_000;
 
 impl FakeHost {
     pub fn with_property(mut self, path: &[&str], value: impl Into<Vec<u8>>) -> Self {
@@ -122,6 +126,11 @@ impl FakeHost {
 
     pub fn without_property(mut self, path: &[&str]) -> Self {
         self.properties.remove(&path.join("."));
+        self
+    }
+
+    pub fn at(mut self, now: i64) -> Self {
+        self.now = Some(now);
         self
     }
 
@@ -144,5 +153,9 @@ impl crate::host::Host for FakeHost {
 
     fn request_header(&self, name: &str) -> Result<Option<String>, crate::host::HostError> {
         Ok(self.headers.get(name).cloned())
+    }
+
+    fn now(&self) -> Result<i64, crate::host::HostError> {
+        Ok(self.now.unwrap_or(FAKE_NOW))
     }
 }
