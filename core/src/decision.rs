@@ -209,6 +209,9 @@ impl Guard {
     }
 
     fn check(&mut self, path: Option<&str>, host: &impl Host, facts: &mut Facts) -> Result<Reason, Refusal> {
+        if let Expected::Known(id, _) = &self.expected {
+            facts.expected = Some(Rc::clone(id));
+        }
         if let Some(path) = path {
             let bare = path.split_once('?').map_or(path, |(bare, _)| bare);
             if self.policy.exempt_paths.iter().any(|exempt| exempt == bare) {
