@@ -23,6 +23,15 @@ pub enum Mode {
     Audit,
 }
 
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Audit => "audit",
+        }
+    }
+}
+
 /// Where the expected (the pod's own) principal comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrincipalSource {
@@ -36,6 +45,17 @@ pub enum PrincipalSource {
     LocalCertificate,
 }
 
+impl PrincipalSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Static => "static",
+            Self::NodeMetadata => "node_metadata",
+            Self::LocalCertificate => "local_certificate",
+        }
+    }
+}
+
 /// Which allowed requests are logged (denials are always logged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogAllowed {
@@ -43,6 +63,16 @@ pub enum LogAllowed {
     /// The first allowed request of each downstream connection.
     FirstPerConnection,
     All,
+}
+
+impl LogAllowed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::FirstPerConnection => "first_per_connection",
+            Self::All => "all",
+        }
+    }
 }
 
 /// The validated configuration.

@@ -85,15 +85,15 @@ impl RootContext for Root {
 
 fn summary(policy: &Policy) -> String {
     format!(
-        "mode={:?} principal_source={:?} trust_domain={} allowed_principals={} exempt_paths={:?} \
-         require_loopback={} log_allowed={:?} certificate_cache_size={}",
-        policy.mode,
-        policy.principal_source,
+        "mode={} principal_source={} trust_domain={} allowed_principals={} exempt_paths={:?} \
+         require_loopback={} log_allowed={} certificate_cache_size={}",
+        policy.mode.as_str(),
+        policy.principal_source.as_str(),
         policy.trust_domain.as_str(),
         policy.allowed_principals.len(),
         policy.exempt_paths,
         policy.require_loopback,
-        policy.log_allowed,
+        policy.log_allowed.as_str(),
         policy.certificate_cache_size
     )
 }

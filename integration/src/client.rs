@@ -1,0 +1,93 @@
+//! HTTPS with an optional client certificate, a new connection per request.
+//!
+//! A new connection per request keeps cases independent: the filter logs allowed requests once
+//! per connection by default. A [`Client`] keeps its TLS session cache, so a second request
+//! through the same `Client` resumes the TLS session (as most real clients do); a new `Client`
+//! makes a full handshake.
+
+use std::fmt;
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+use ureq::Agent;
+
+use crate::pki::Credential;
+use crate::{Context, Result};
+
+/// What came back over HTTP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+/// The connection failed before any HTTP reply: typically Envoy's TLS layer refused the client
+/// certificate (or the lack of one). With TLS 1.3 the client only learns it when reading.
+#[derive(Clone, Debug)]
+pub struct ConnectionFailed(pub String);
+
+impl fmt::Display for ConnectionFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "connection failed: {}", self.0)
+    }
+}
+
+/// An HTTPS client that trusts one CA and presents `identity`, if any.
+pub struct Client {
+    agent: Agent,
+}
+
+impl Client {
+    pub fn new(ca_path: &Path, identity: Option<&Credential>) -> Result<Self> {
+        let ca_pem = fs::read(ca_path).context(format!("reading {}", ca_path.display()))?;
+        let ca = Certificate::from_pem(&ca_pem).context(format!("parsing {}", ca_path.display()))?;
+        let client_cert = match identity {
+            None => None,
+            Some(credential) => {
+                let cert = Certificate::from_pem(credential.cert_pem.as_bytes())
+                    .context(format!("parsing the certificate {:?}", credential.name))?;
+                let key = PrivateKey::from_pem(credential.key_pem.as_bytes())
+                    .context(format!("parsing the key of {:?}", credential.name))?;
+                Some(ClientCert::new_with_certs(&[cert], key))
+            }
+        };
+        let tls = TlsConfig::builder()
+            .root_certs(RootCerts::new_with_certs(&[ca]))
+            .client_cert(client_cert)
+            .build();
+        let agent: Agent = Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .max_idle_connections(0)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        Ok(Client { agent })
+    }
+
+    /// GET `url`; any HTTP status is a [`Reply`], a failed connection or handshake is an error.
+    pub fn get(&self, url: &str) -> std::result::Result<Reply, ConnectionFailed> {
+        let mut response = self.agent.get(url).call().map_err(|err| ConnectionFailed(err.to_string()))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|err| ConnectionFailed(format!("reading the body: {err}")))?;
+        Ok(Reply { status, body })
+    }
+}
+
+/// GET over plain HTTP (Envoy's admin endpoint).
+pub fn get_plain(url: &str) -> Result<Reply> {
+    let agent: Agent = Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut response = agent.get(url).call().context(format!("GET {url}"))?;
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().context(format!("reading the body of GET {url}"))?;
+    Ok(Reply { status, body })
+}

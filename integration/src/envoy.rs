@@ -1,0 +1,559 @@
+//! Envoy with the loopback-guard module, from `envoy-config/loopback-guard.yaml`.
+//!
+//! Every instance gets its own ports, working directory and log files, so tests run in parallel.
+//! Envoy's own log (where the filter's decision lines go) is its stderr, written to `envoy.log`
+//! unbuffered; the access log is its stdout, `access.log`, flushed every 50 ms. The process is
+//! killed on drop, and when the current thread is panicking (a failed test) both logs are
+//! printed first.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::client::get_plain;
+use crate::decision_log::{decision_lines, DecisionLine};
+use crate::pki::{Pki, NAMESPACE, SERVICE_ACCOUNT};
+use crate::{repo_root, Context, Error, Result};
+
+const TEMPLATE: &str = "envoy-config/loopback-guard.yaml";
+const DEFAULT_WASM: &str = "dist/loopback_guard.wasm";
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const START_ATTEMPTS: usize = 3;
+
+/// The envoy binary: `ENVOY_BIN` (the Makefile sets it from `scripts/envoy.sh`).
+pub fn envoy_bin() -> Result<PathBuf> {
+    let bin = std::env::var_os("ENVOY_BIN").filter(|value| !value.is_empty());
+    let bin = bin.map(PathBuf::from).ok_or_else(|| {
+        Error::new(
+            "ENVOY_BIN is not set: run `make test-integration` or `make demo` (they install Envoy \
+             and set it), or set ENVOY_BIN to an envoy binary",
+        )
+    })?;
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(Error::new(format!("ENVOY_BIN={} is not a file", bin.display())))
+    }
+}
+
+/// The built module: `LOOPBACK_GUARD_WASM`, else `dist/loopback_guard.wasm` (from `make build`).
+pub fn wasm_module() -> Result<PathBuf> {
+    let module = std::env::var_os("LOOPBACK_GUARD_WASM")
+        .filter(|value| !value.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(DEFAULT_WASM));
+    if module.is_file() {
+        // Envoy resolves relative paths against its own working directory, not ours.
+        module.canonicalize().context(format!("resolving {}", module.display()))
+    } else {
+        Err(Error::new(format!("no filter module at {}: run `make build` first", module.display())))
+    }
+}
+
+/// The Envoy config template, as docker-compose and the demo use it too.
+pub fn template() -> Result<String> {
+    let path = repo_root().join(TEMPLATE);
+    fs::read_to_string(&path).context(format!("reading {}", path.display()))
+}
+
+/// Replaces every `${NAME}` in `template`, as envsubst does, but strictly: a placeholder without
+/// a value, a value without a placeholder, and a bare `$` (which envsubst would also expand) are
+/// errors.
+pub fn render(template: &str, values: &BTreeMap<&str, String>) -> Result<String> {
+    let mut out = String::with_capacity(template.len());
+    let mut used = std::collections::BTreeSet::new();
+    let mut rest = template;
+    while let Some(dollar) = rest.find('$') {
+        let (before, from_dollar) = rest.split_at(dollar);
+        out.push_str(before);
+        let Some(inner) = from_dollar.strip_prefix("${") else {
+            return Err(Error::new(format!(
+                "a bare `$` in the template near {:?}: only ${{NAME}} placeholders may use `$`",
+                from_dollar.chars().take(20).collect::<String>()
+            )));
+        };
+        let Some(end) = inner.find('}') else {
+            return Err(Error::new("an unclosed `${` in the template"));
+        };
+        let (name, after) = inner.split_at(end);
+        let value =
+            values.get(name).ok_or_else(|| Error::new(format!("the template's ${{{name}}} has no value")))?;
+        out.push_str(value);
+        used.insert(name);
+        rest = after.get(1..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    if let Some(unused) = values.keys().find(|name| !used.contains(*name)) {
+        return Err(Error::new(format!("a value for {unused}, but the template has no ${{{unused}}}")));
+    }
+    Ok(out)
+}
+
+/// What varies between Envoy instances.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The filter's JSON configuration, on one line; `""` means all defaults.
+    pub plugin_config: String,
+    /// Node metadata `NAMESPACE` and `SERVICE_ACCOUNT`.
+    pub namespace: String,
+    pub service_account: String,
+    /// `TRUST_DOMAIN` in Envoy's environment; `None` removes it.
+    pub trust_domain_env: Option<String>,
+}
+
+impl Settings {
+    /// The pod `demo/app` (see [`crate::pki`]) with this plugin configuration.
+    pub fn with_plugin_config(plugin_config: &str) -> Self {
+        Settings {
+            plugin_config: plugin_config.to_owned(),
+            namespace: NAMESPACE.to_owned(),
+            service_account: SERVICE_ACCOUNT.to_owned(),
+            trust_domain_env: None,
+        }
+    }
+
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.namespace = namespace.to_owned();
+        self
+    }
+
+    pub fn service_account(mut self, service_account: &str) -> Self {
+        self.service_account = service_account.to_owned();
+        self
+    }
+
+    pub fn trust_domain_env(mut self, trust_domain: &str) -> Self {
+        self.trust_domain_env = Some(trust_domain.to_owned());
+        self
+    }
+}
+
+/// The listeners of the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// Requires a client certificate (the app-to-sidecar hop).
+    Strict,
+    /// Requests a client certificate but lets a client without one through to the filter.
+    Lenient,
+}
+
+impl fmt::Display for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Listener::Strict => "strict",
+            Listener::Lenient => "lenient",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub admin: u16,
+    pub strict: u16,
+    pub lenient: u16,
+    pub backend: u16,
+}
+
+impl Ports {
+    /// Four ports the kernel just handed out, so parallel instances rarely collide (and a
+    /// collision is retried).
+    fn pick() -> Result<Self> {
+        let listeners = (0..4)
+            .map(|_| TcpListener::bind("127.0.0.1:0").context("finding a free port"))
+            .collect::<Result<Vec<_>>>()?;
+        let ports = listeners
+            .iter()
+            .map(|listener| listener.local_addr().map(|addr| addr.port()).context("finding a free port"))
+            .collect::<Result<Vec<_>>>()?;
+        match ports.as_slice() {
+            [admin, strict, lenient, backend] => {
+                Ok(Ports { admin: *admin, strict: *strict, lenient: *lenient, backend: *backend })
+            }
+            _ => Err(Error::new("finding four free ports")),
+        }
+    }
+}
+
+/// A rendered config in its own directory, with the values that went into it.
+struct Rendered {
+    dir: tempfile::TempDir,
+    config_path: PathBuf,
+    ports: Ports,
+}
+
+fn render_config(pki: &Pki, settings: &Settings) -> Result<Rendered> {
+    if settings.plugin_config.contains('\n') {
+        return Err(Error::new(
+            "the plugin configuration must be one line (it goes into a one-line YAML string)",
+        ));
+    }
+    let ports = Ports::pick()?;
+    let values = BTreeMap::from([
+        ("ADMIN_PORT", ports.admin.to_string()),
+        ("LISTEN_PORT", ports.strict.to_string()),
+        ("LENIENT_PORT", ports.lenient.to_string()),
+        ("BACKEND_PORT", ports.backend.to_string()),
+        ("CERT_DIR", pki.dir().display().to_string()),
+        ("WASM", wasm_module()?.display().to_string()),
+        // A single-quoted YAML string: '' is how it spells '.
+        ("PLUGIN_CONFIG", settings.plugin_config.replace('\'', "''")),
+        ("NAMESPACE", settings.namespace.clone()),
+        ("SERVICE_ACCOUNT", settings.service_account.clone()),
+    ]);
+    let rendered = render(&template()?, &values)?;
+    let dir = tempfile::Builder::new()
+        .prefix("loopback-guard-envoy-")
+        .tempdir()
+        .context("creating Envoy's working directory")?;
+    let config_path = dir.path().join("envoy.yaml");
+    fs::write(&config_path, rendered).context(format!("writing {}", config_path.display()))?;
+    Ok(Rendered { dir, config_path, ports })
+}
+
+fn envoy_command(bin: &Path, config_path: &Path, settings: &Settings) -> Command {
+    let mut command = Command::new(bin);
+    command
+        .arg("-c")
+        .arg(config_path)
+        .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
+        .args(["--file-flush-interval-msec", "50"])
+        .env_remove("TRUST_DOMAIN")
+        .stdin(Stdio::null());
+    if let Some(trust_domain) = &settings.trust_domain_env {
+        command.env("TRUST_DOMAIN", trust_domain);
+    }
+    command
+}
+
+/// The outcome of `envoy --mode validate`.
+#[derive(Debug)]
+pub struct Validation {
+    pub passed: bool,
+    pub output: String,
+}
+
+/// Renders the template for `settings` and runs `envoy --mode validate -c` on it.
+pub fn validate(pki: &Pki, settings: &Settings) -> Result<Validation> {
+    let rendered = render_config(pki, settings)?;
+    let output = envoy_command(&envoy_bin()?, &rendered.config_path, settings)
+        .args(["--mode", "validate"])
+        .output()
+        .context("running envoy --mode validate")?;
+    Ok(Validation {
+        passed: output.status.success(),
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    })
+}
+
+/// Why Envoy did not come up.
+pub enum StartError {
+    /// The harness could not prepare or launch Envoy.
+    Harness(Error),
+    /// Envoy exited during start-up, e.g. because it refused the config.
+    Exited { status: String, log: String },
+    /// Envoy kept running but did not report ready in time.
+    NotReady { log: String },
+}
+
+impl StartError {
+    /// Envoy's log, when Envoy ran at all.
+    pub fn log(&self) -> Option<&str> {
+        match self {
+            StartError::Harness(_) => None,
+            StartError::Exited { log, .. } | StartError::NotReady { log } => Some(log),
+        }
+    }
+}
+
+impl From<Error> for StartError {
+    fn from(err: Error) -> Self {
+        StartError::Harness(err)
+    }
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Harness(err) => write!(f, "could not start Envoy: {err}"),
+            StartError::Exited { status, log } => {
+                write!(f, "Envoy exited during start-up ({status}); its log:\n{log}")
+            }
+            StartError::NotReady { log } => {
+                write!(f, "Envoy was not ready after {}s; its log:\n{log}", START_TIMEOUT.as_secs())
+            }
+        }
+    }
+}
+
+// `unwrap()` on a failed start prints the log readably rather than as one escaped string.
+impl fmt::Debug for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Byte offsets into the two logs, to read only what a request added.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogPosition {
+    envoy: usize,
+    access: usize,
+}
+
+/// A running Envoy, killed on drop.
+pub struct Envoy {
+    child: Child,
+    rendered: Rendered,
+    log_path: PathBuf,
+    access_log_path: PathBuf,
+}
+
+impl Envoy {
+    /// Starts Envoy and waits until its admin endpoint reports it ready.
+    pub fn start(pki: &Pki, settings: &Settings) -> std::result::Result<Envoy, StartError> {
+        let bin = envoy_bin()?;
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(&bin, pki, settings) {
+                Err(StartError::Exited { log, .. })
+                    if attempt < START_ATTEMPTS && log.contains("Address already in use") =>
+                {
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn start_once(bin: &Path, pki: &Pki, settings: &Settings) -> std::result::Result<Envoy, StartError> {
+        let rendered = render_config(pki, settings)?;
+        let log_path = rendered.dir.path().join("envoy.log");
+        let access_log_path = rendered.dir.path().join("access.log");
+        let stderr = File::create(&log_path).context(format!("creating {}", log_path.display()))?;
+        let stdout =
+            File::create(&access_log_path).context(format!("creating {}", access_log_path.display()))?;
+        let child = envoy_command(bin, &rendered.config_path, settings)
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .context(format!("running {}", bin.display()))?;
+        let mut envoy = Envoy { child, rendered, log_path, access_log_path };
+        envoy.wait_ready()?;
+        Ok(envoy)
+    }
+
+    fn wait_ready(&mut self) -> std::result::Result<(), StartError> {
+        let ready_url = format!("{}/ready", self.admin_url());
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(StartError::Exited { status: status.to_string(), log: self.log() });
+            }
+            if let Ok(reply) = get_plain(&ready_url) {
+                if reply.status == 200 {
+                    return Ok(());
+                }
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Err(StartError::NotReady { log: self.log() })
+    }
+
+    pub fn ports(&self) -> Ports {
+        self.rendered.ports
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.rendered.ports.admin)
+    }
+
+    /// `https://127.0.0.1:<port><path>` for one of the loopback listeners.
+    pub fn url(&self, listener: Listener, path: &str) -> String {
+        let port = match listener {
+            Listener::Strict => self.rendered.ports.strict,
+            Listener::Lenient => self.rendered.ports.lenient,
+        };
+        format!("https://127.0.0.1:{port}{path}")
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.rendered.config_path
+    }
+
+    /// Envoy's own log so far (the filter's decision lines are in it).
+    pub fn log(&self) -> String {
+        read_lossy(&self.log_path)
+    }
+
+    /// The access log so far: one JSON object per line.
+    pub fn access_log(&self) -> String {
+        read_lossy(&self.access_log_path)
+    }
+
+    pub fn log_position(&self) -> LogPosition {
+        LogPosition { envoy: self.log().len(), access: self.access_log().len() }
+    }
+
+    /// Decision lines logged since `position`.
+    pub fn decisions_since(&self, position: LogPosition) -> Vec<DecisionLine> {
+        decision_lines(self.log().get(position.envoy..).unwrap_or_default())
+    }
+
+    /// Access log entries written since `position`.
+    pub fn access_entries_since(&self, position: LogPosition) -> Vec<Value> {
+        self.access_log()
+            .get(position.access..)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Every stat whose name contains `loopback_guard`, by its name as Envoy prints it.
+    pub fn guard_stats(&self) -> Result<Stats> {
+        let url = format!("{}/stats?filter=loopback_guard", self.admin_url());
+        let reply = get_plain(&url)?;
+        if reply.status != 200 {
+            return Err(Error::new(format!("GET {url}: status {}: {}", reply.status, reply.body)));
+        }
+        Ok(Stats::parse(&reply.body))
+    }
+
+    /// Stops Envoy now (dropping does the same).
+    pub fn stop(self) {}
+
+    fn dump_logs(&self) {
+        eprintln!(
+            "----- Envoy log ({}) -----\n{}\n----- access log -----\n{}\n----- end of Envoy logs -----",
+            self.log_path.display(),
+            self.log(),
+            self.access_log()
+        );
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            self.dump_logs();
+        }
+        // Already gone is fine; nothing else to do about a kill that fails.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_lossy(path: &Path) -> String {
+    fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
+}
+
+/// Counter values from Envoy's admin `/stats`, by name exactly as Envoy prints it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats(pub BTreeMap<String, u64>);
+
+impl Stats {
+    /// Parses `name: value` lines; histograms and other non-integer values are skipped.
+    pub fn parse(text: &str) -> Self {
+        Stats(
+            text.lines()
+                .filter_map(|line| {
+                    let (name, value) = line.split_once(": ")?;
+                    Some((name.trim().to_owned(), value.trim().parse().ok()?))
+                })
+                .collect(),
+        )
+    }
+
+    /// The value of the counter whose name is `loopback_guard.<name>` after any prefix Envoy
+    /// adds (such as `wasmcustom.`).
+    pub fn guard_counter(&self, name: &str) -> Option<u64> {
+        self.0.iter().find(|(full, _)| guard_counter_name(full) == Some(name)).map(|(_, value)| *value)
+    }
+
+    /// The counters that changed from `before` to `self`, by short name (`denied.<reason>`,
+    /// `allowed`, ...), with how much.
+    pub fn guard_changes_since(&self, before: &Stats) -> BTreeMap<String, i64> {
+        self.0
+            .iter()
+            .filter_map(|(full, after)| {
+                let short = guard_counter_name(full)?;
+                let before = before.0.get(full).copied().unwrap_or(0);
+                let change = i64::try_from(*after).ok()? - i64::try_from(before).ok()?;
+                (change != 0).then(|| (short.to_owned(), change))
+            })
+            .collect()
+    }
+}
+
+/// `wasmcustom.loopback_guard.denied.no_client_certificate` -> `denied.no_client_certificate`.
+pub fn guard_counter_name(full: &str) -> Option<&str> {
+    let start = full.find("loopback_guard.")?;
+    full.get(start + "loopback_guard.".len()..)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(pairs: &[(&'static str, &str)]) -> BTreeMap<&'static str, String> {
+        pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn render_replaces_every_placeholder() {
+        let out = render("a: ${A}\nb: '${B}'\n", &values(&[("A", "1"), ("B", "x''y")])).unwrap();
+        assert_eq!(out, "a: 1\nb: 'x''y'\n");
+    }
+
+    #[test]
+    fn render_rejects_missing_unused_and_bare_dollars() {
+        let cases = [
+            ("missing value", "a: ${A} ${B}", values(&[("A", "1")]), "${B}"),
+            ("unused value", "a: ${A}", values(&[("A", "1"), ("C", "2")]), "C"),
+            ("bare dollar", "a: $A", values(&[("A", "1")]), "bare"),
+            ("unclosed", "a: ${A", values(&[("A", "1")]), "unclosed"),
+        ];
+        for (name, template, values, needle) in cases {
+            let err = render(template, &values).unwrap_err().to_string();
+            assert!(err.contains(needle), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_template_renders_with_exactly_the_documented_placeholders() {
+        let all = values(&[
+            ("ADMIN_PORT", "1"),
+            ("LISTEN_PORT", "2"),
+            ("LENIENT_PORT", "3"),
+            ("BACKEND_PORT", "4"),
+            ("CERT_DIR", "/certs"),
+            ("WASM", "/m.wasm"),
+            ("PLUGIN_CONFIG", "{}"),
+            ("NAMESPACE", "demo"),
+            ("SERVICE_ACCOUNT", "app"),
+        ]);
+        render(&template().unwrap(), &all).unwrap();
+    }
+
+    #[test]
+    fn stats_changes_strip_envoys_prefix() {
+        let before = Stats::parse("wasmcustom.loopback_guard.allowed: 1\n");
+        let after = Stats::parse(
+            "wasmcustom.loopback_guard.allowed: 2\nwasmcustom.loopback_guard.denied.principal_mismatch: 0\n",
+        );
+        assert_eq!(after.guard_changes_since(&before), BTreeMap::from([("allowed".to_owned(), 1)]));
+        assert_eq!(after.guard_counter("allowed"), Some(2));
+    }
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what the other scripts need, only what is missing: setup.sh [all|rust|wasm|envoy|bindgen]
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+rust() {
+  command -v cargo >/dev/null || die "no cargo: install Rust with rustup (https://rustup.rs)"
+}
+
+wasm() {
+  # The filter is built for WASI; the core's tests run on wasm32-unknown-unknown (in Node).
+  wasm_toolchain wasm32-wasip1 >/dev/null
+  wasm_toolchain wasm32-unknown-unknown >/dev/null
+}
+
+envoy() {
+  "$ROOT/scripts/envoy.sh" "$ENVOY_VERSION" >/dev/null
+}
+
+bindgen() {
+  local dir v
+  dir=$(bindgen_root)
+  [ -x "$dir/bin/wasm-bindgen-test-runner" ] && return
+  rust
+  v=${dir##*-}
+  log "installing wasm-bindgen-cli $v into $dir"
+  # Not --locked: its lock file names a crate version the registry no longer serves.
+  cargo install --quiet wasm-bindgen-cli --version "$v" --root "$dir"
+}
+
+case "${1:-all}" in
+  # (not `a && b`: bash ignores set -e inside functions called from an && list)
+  all) rust; wasm; bindgen; envoy ;;
+  rust | wasm | envoy | bindgen) "$1" ;;
+  *) die "usage: $0 [all|rust|wasm|envoy|bindgen]" ;;
+esac
