@@ -7,7 +7,7 @@ SHELL := /bin/bash
 WASM := dist/loopback_guard.wasm
 export LOOPBACK_GUARD_WASM := $(CURDIR)/$(WASM)
 
-.PHONY: setup build test test-unit test-wasm test-integration demo lint clean
+.PHONY: setup build test test-unit test-wasm test-integration test-deploy test-oci demo image push lint clean
 
 setup:
 	scripts/setup.sh
@@ -15,8 +15,9 @@ setup:
 build:
 	scripts/build-wasm.sh
 
-## Every test: the pure core natively and on wasm32, then the filter in a real Envoy.
-test: test-unit test-wasm test-integration
+## Every test: the pure core natively and on wasm32, the filter in a real Envoy, the shipped
+## manifests and the OCI round trip.
+test: test-unit test-wasm test-integration test-deploy test-oci
 
 test-unit:
 	scripts/setup.sh rust
@@ -31,6 +32,32 @@ test-integration: build
 ## The main job: the filter in a local Envoy, rightful and rogue requests, the decisions shown.
 demo: build
 	ENVOY_BIN="$$(scripts/envoy.sh)" cargo run --locked --quiet -p loopback-guard-integration --bin demo
+
+## OCI images of the module in dist/oci, without Docker: the tar+gzip image and the Wasm
+## artifact (the two formats istio-agent pulls). Reproducible: same module, same digests.
+image: build
+	scripts/oci-image.sh
+
+## Pushes both images with skopeo: make push REGISTRY=host[:port]/repo TAG=tag
+## (TAG and TAG-artifact; plain HTTP for a loopback registry; REGISTRY_CREDS or
+## REGISTRY_AUTHFILE for one that needs credentials, REGISTRY_CERT_DIR for a private CA).
+## Writes dist/wasmplugin.yaml, filled in.
+push: image
+	@if [ -z "$(REGISTRY)" ] || [ -z "$(TAG)" ]; then \
+	  echo "usage: make push REGISTRY=host[:port]/repo TAG=tag" >&2; exit 2; fi
+	REGISTRY='$(REGISTRY)' TAG='$(TAG)' scripts/oci-push.sh
+
+## deploy/ checked offline: Istio manifests against the CRD and Kubernetes schemas and each
+## other, the EnvoyFilter's listener in `envoy --mode validate` (with the built module), the
+## Dockerfile, the compose file against the Compose Specification, and the compose demo's
+## scripts run for real without Docker.
+test-deploy: build
+	scripts/test-deploy.sh
+
+## The OCI round trip: a real registry on 127.0.0.1, push, pull, formats and digests checked,
+## then Envoy with the pulled module (rightful 200, rogue 403).
+test-oci: build
+	scripts/test-oci.sh
 
 lint:
 	cargo fmt --all --check

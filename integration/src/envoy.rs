@@ -200,6 +200,7 @@ fn render_config(pki: &Pki, settings: &Settings) -> Result<Rendered> {
         ("LISTEN_PORT", ports.strict.to_string()),
         ("LENIENT_PORT", ports.lenient.to_string()),
         ("BACKEND_PORT", ports.backend.to_string()),
+        ("BACKEND_HOST", "127.0.0.1".to_owned()),
         ("CERT_DIR", pki.dir().display().to_string()),
         ("WASM", wasm_module()?.display().to_string()),
         // A single-quoted YAML string: '' is how it spells '.
@@ -538,6 +539,7 @@ mod tests {
             ("LISTEN_PORT", "2"),
             ("LENIENT_PORT", "3"),
             ("BACKEND_PORT", "4"),
+            ("BACKEND_HOST", "127.0.0.1"),
             ("CERT_DIR", "/certs"),
             ("WASM", "/m.wasm"),
             ("PLUGIN_CONFIG", "{}"),
