@@ -7,7 +7,7 @@ SHELL := /bin/bash
 WASM := dist/loopback_guard.wasm
 export LOOPBACK_GUARD_WASM := $(CURDIR)/$(WASM)
 
-.PHONY: setup build test test-unit test-wasm test-integration test-deploy test-oci demo image push lint clean
+.PHONY: setup build test test-unit test-wasm test-integration test-deploy test-oci demo image push fuzz lint clean
 
 setup:
 	scripts/setup.sh
@@ -58,6 +58,14 @@ test-deploy: build
 ## then Envoy with the pulled module (rightful 200, rogue 403).
 test-oci: build
 	scripts/test-oci.sh
+
+FUZZ_SECONDS ?= 180
+
+## Fuzz every parser of untrusted input (XFCC, PEM, certificate, configuration, the whole
+## decision) with libFuzzer for FUZZ_SECONDS each (default 180); fails on any crash. One target:
+## `make fuzz FUZZ_TARGETS=xfcc`.
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(FUZZ_TARGETS)
 
 lint:
 	cargo fmt --all --check

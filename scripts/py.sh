@@ -5,7 +5,7 @@
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# jsonschema validates the manifests against ../shared/schemas; kubernetes-validate carries
+# jsonschema validates the manifests against deploy/schemas; kubernetes-validate carries
 # Kubernetes' own schemas (Deployment, Service, ...) for offline strict validation; bcrypt makes
 # the password file of the test registry that requires credentials (scripts/test-oci.sh).
 PINS=(jsonschema==4.26.0 PyYAML==6.0.3 kubernetes-validate==1.37.0 bcrypt==4.3.0)

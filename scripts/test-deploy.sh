@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Checks deploy/ offline (scripts/validate-manifests.py says how): test-deploy.sh [MODULE]
-# Istio manifests against ../shared/schemas/istio-crds.yaml and Kubernetes' schemas, against
+# Istio manifests against deploy/schemas/istio-crds.yaml and Kubernetes' schemas, against
 # each other, the EnvoyFilter's listener in a real `envoy --mode validate` inside a sidecar-shaped
 # bootstrap (also with the WasmPlugin inlined and the built module loaded), the compose file
-# against ../shared/schemas/compose-spec.json, and a self-test that breaks each of these on
+# against deploy/schemas/compose-spec.json, and a self-test that breaks each of these on
 # purpose; then the compose demo's scripts run for real without Docker (scripts/test-compose.sh).
 # MODULE defaults to $LOOPBACK_GUARD_WASM or dist/loopback_guard.wasm.
 # shellcheck source=scripts/lib.sh

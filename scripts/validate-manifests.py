@@ -5,7 +5,7 @@
 
 1. Every Kubernetes manifest (default: deploy/istio/*.yaml; or the FILEs given) is validated:
    Istio kinds against the openAPIV3Schema of their kind and version in
-   ../shared/schemas/istio-crds.yaml, with unknown fields rejected as `kubectl apply` does
+   deploy/schemas/istio-crds.yaml, with unknown fields rejected as `kubectl apply` does
    (strict field validation) and the schema's CEL rules (x-kubernetes-validations) evaluated;
    core kinds (Deployment, Service, ...) against Kubernetes' own schemas (kubernetes-validate,
    strict).
@@ -20,7 +20,7 @@
    pluginConfig as configuration). Validate mode starts the module's VM and runs its
    configure step, so the real module must accept the real pluginConfig.
 4. Without FILEs, also: the Dockerfile's shape, and deploy/compose/compose.yaml against
-   ../shared/schemas/compose-spec.json and against what the demo relies on (the official Envoy
+   deploy/schemas/compose-spec.json and against what the demo relies on (the official Envoy
    image of the tested version, the shared Envoy template with every placeholder set, the app
    in Envoy's network namespace).
 5. --self-test then breaks the shipped files one way at a time (SELF_TESTS, COMPOSE_SELF_TESTS)
@@ -46,7 +46,7 @@ import jsonschema
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCHEMAS = os.environ.get("LOOPBACK_GUARD_SCHEMAS", os.path.join(os.path.dirname(ROOT), "shared", "schemas"))
+SCHEMAS = os.environ.get("LOOPBACK_GUARD_SCHEMAS", os.path.join(ROOT, "deploy", "schemas"))
 # Kubernetes' schemas of this version check the core kinds; the manifests use nothing newer.
 KUBERNETES_VERSION = "1.33.0"
 
@@ -466,6 +466,11 @@ def validate_compose(path, doc=None, say=None):
         missing = sorted(placeholders - set(env))
         if missing:
             problem(where, f"services.render.environment does not set {missing}, placeholders of {rel(template)}")
+    # Envoy before 1.38 gives the filter the client certificate only in the XFCC element this
+    # proxy sets; any other mode forwards the client's own header or sets none.
+    if "FORWARD_CLIENT_CERT" in env and env["FORWARD_CLIENT_CERT"] != "SANITIZE_SET":
+        problem(where, f"services.render.environment.FORWARD_CLIENT_CERT is {env['FORWARD_CLIENT_CERT']!r}, "
+                "expected 'SANITIZE_SET'")
     port = str(env.get("LISTEN_PORT"))
     if not str(dig(services, "app", "environment", "GUARD_URL", default="")).endswith(f"127.0.0.1:{port}"):
         problem(where, f"services.app.environment.GUARD_URL must be https://127.0.0.1:{port} (LISTEN_PORT)")
@@ -579,6 +584,9 @@ COMPOSE_SELF_TESTS = [
      "the Envoy version the tests run"),
     ("a template placeholder left unset", _set(["services", "render", "environment", "PLUGIN_CONFIG"], _DELETE),
      "does not set ['PLUGIN_CONFIG']"),
+    ("XFCC forwarded from the client",
+     _set(["services", "render", "environment", "FORWARD_CLIENT_CERT"], "ALWAYS_FORWARD_ONLY"),
+     "expected 'SANITIZE_SET'"),
     ("a second copy of the Envoy config",
      _set(["services", "render", "volumes", 0], "./envoy.yaml:/template/loopback-guard.yaml:ro"),
      "no second copy of the Envoy config"),

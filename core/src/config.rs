@@ -5,7 +5,11 @@
 
 use std::fmt;
 
-use serde_json::{Map, Value};
+use std::collections::HashSet;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::error::Category;
+use serde_json::Value;
 
 use crate::identity::{SpiffeId, TrustDomain};
 
@@ -125,18 +129,24 @@ impl Policy {
     pub fn from_json(config: &[u8], env_trust_domain: Option<&str>) -> Result<Self, ConfigError> {
         let text =
             std::str::from_utf8(config).map_err(|_| ConfigError::new("configuration", "is not UTF-8"))?;
-        let fields = if text.trim().is_empty() {
-            Map::new()
+        let members = if text.trim().is_empty() {
+            Vec::new()
         } else {
-            match serde_json::from_str::<Value>(text) {
-                Ok(Value::Object(fields)) => fields,
-                Ok(_) => return Err(ConfigError::new("configuration", "must be a JSON object")),
+            match serde_json::from_str::<Members>(text) {
+                Ok(Members(members)) => members,
+                Err(e) if e.classify() == Category::Data => {
+                    return Err(ConfigError::new("configuration", "must be a JSON object"))
+                }
                 Err(e) => return Err(ConfigError::new("configuration", format!("is not valid JSON: {e}"))),
             }
         };
 
         let mut raw = RawFields::default();
-        for (name, value) in &fields {
+        let mut seen = HashSet::new();
+        for (name, value) in &members {
+            if !seen.insert(name.as_str()) {
+                return Err(ConfigError::new(field_name(name), "appears more than once"));
+            }
             match name.as_str() {
                 "mode" => raw.mode = Some(string(name, value)?),
                 "principal" => raw.principal = Some(string(name, value)?),
@@ -147,10 +157,47 @@ impl Policy {
                 "require_loopback" => raw.require_loopback = Some(boolean(name, value)?),
                 "log_allowed" => raw.log_allowed = Some(string(name, value)?),
                 "certificate_cache_size" => raw.certificate_cache_size = Some(cache_size(name, value)?),
-                _ => return Err(ConfigError::new(name.as_str(), "unknown field")),
+                _ => return Err(ConfigError::new(field_name(name), "unknown field")),
             }
         }
         raw.validate(env_trust_domain)
+    }
+}
+
+/// The top-level object's members in document order, duplicates kept: `serde_json::Map` would
+/// silently keep only the last of two `principal`s.
+struct Members(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = Members;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, Value>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// A member name as an error shows it: an empty name would read as no name at all.
+fn field_name(name: &str) -> &str {
+    if name.is_empty() {
+        "\"\""
+    } else {
+        name
     }
 }
 
@@ -397,6 +444,20 @@ mod tests {
             ("cache negative", r#"{"certificate_cache_size":-1}"#, "certificate_cache_size", "integer"),
             ("cache huge", r#"{"certificate_cache_size":1e9}"#, "certificate_cache_size", "integer"),
             ("null", r#"{"mode":null}"#, "mode", "not null"),
+            (
+                "duplicate",
+                r#"{"principal":"spiffe://a/x","principal":"spiffe://b/y"}"#,
+                "principal",
+                "more than once",
+            ),
+            (
+                "duplicate list",
+                r#"{"allowed_principals":["spiffe://a/x"],"allowed_principals":[]}"#,
+                "allowed_principals",
+                "more than once",
+            ),
+            ("empty name", r#"{"":0}"#, "\"\"", "unknown field"),
+            ("top-level string", r#""{}""#, "configuration", "JSON object"),
         ];
         for (name, json, field, problem) in cases {
             let err = policy(json).unwrap_err();

@@ -19,6 +19,8 @@ pub mod svid;
 pub mod xfcc;
 
 #[cfg(test)]
+mod conformance;
+#[cfg(test)]
 mod testing;
 
 // One test attribute for both test runs: libtest natively, wasm-bindgen-test on wasm32.

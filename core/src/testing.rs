@@ -6,8 +6,8 @@
 
 use rcgen::string::Ia5String;
 use rcgen::{
-    BasicConstraints, CertificateParams, IsCa, KeyIdMethod, KeyUsagePurpose, PublicKeyData, SanType,
-    SerialNumber, SignatureAlgorithm, SigningKey, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, CustomExtension, IsCa, KeyIdMethod, KeyUsagePurpose, PublicKeyData,
+    SanType, SerialNumber, SignatureAlgorithm, SigningKey, PKCS_ECDSA_P256_SHA256,
 };
 use time::OffsetDateTime;
 
@@ -47,6 +47,18 @@ impl CertBuilder {
         self
     }
 
+    /// A subjectAltName extension holding one URI SAN with these exact bytes, which need not be
+    /// ASCII (an IA5String cannot say otherwise; a forged certificate can). Use instead of
+    /// [`CertBuilder::uri`] and [`CertBuilder::dns`], not with them: a certificate with two SAN
+    /// extensions does not parse.
+    pub fn raw_uri(mut self, uri: &[u8]) -> Self {
+        // SubjectAltName ::= SEQUENCE { [6] IMPLICIT IA5String }
+        let name = der_tlv(0x86, uri);
+        let content = der_tlv(0x30, &name);
+        self.0.custom_extensions.push(CustomExtension::from_oid_content(&[2, 5, 29, 17], content));
+        self
+    }
+
     pub fn dns(mut self, name: &str) -> Self {
         self.0.subject_alt_names.push(SanType::DnsName(Ia5String::try_from(name).unwrap()));
         self
@@ -81,6 +93,21 @@ impl CertBuilder {
     pub fn pem(&self) -> String {
         pem_encode(&self.der())
     }
+}
+
+/// One DER tag-length-value with a definite length.
+fn der_tlv(tag: u8, value: &[u8]) -> Vec<u8> {
+    let len = value.len();
+    let mut out = vec![tag];
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(value);
+    out
 }
 
 /// PEM text of a DER certificate, wrapped at 64 columns as Envoy prints it.
