@@ -7,7 +7,7 @@ SHELL := /bin/bash
 WASM := dist/loopback_guard.wasm
 export LOOPBACK_GUARD_WASM := $(CURDIR)/$(WASM)
 
-.PHONY: setup build test test-unit test-wasm test-integration test-deploy test-oci demo image push fuzz lint clean
+.PHONY: setup build test test-unit test-wasm test-integration test-matrix test-deploy test-oci demo image push fuzz lint clean
 
 setup:
 	scripts/setup.sh
@@ -28,6 +28,13 @@ test-wasm:
 
 test-integration: build
 	ENVOY_BIN="$$(scripts/envoy.sh)" cargo test --locked -p loopback-guard-integration -- --test-threads 2
+
+## The integration suite on every supported Envoy version (1.36.4, 1.38.2, 1.40.0), each
+## installed on demand into its own virtualenv; prints a summary per version and fails if any
+## version fails (scripts/test-matrix.sh, docs/envoy-versions.md). Other versions:
+## `make test-matrix ENVOY_MATRIX="1.37.0 1.39.3"`.
+test-matrix: build
+	ENVOY_MATRIX="$(ENVOY_MATRIX)" scripts/test-matrix.sh
 
 ## The main job: the filter in a local Envoy, rightful and rogue requests, the decisions shown.
 demo: build

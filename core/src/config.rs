@@ -326,10 +326,11 @@ fn exempt_path(field: &str, raw: &str) -> Result<String, ConfigError> {
     if !raw.starts_with('/') {
         return Err(ConfigError::new(field, format!("{raw:?} must start with '/'")));
     }
-    if raw.contains(['?', '#']) || raw.chars().any(|c| c.is_ascii_control() || c == ' ') {
+    // Request paths are visible ASCII (anything else is percent-encoded on the wire).
+    if raw.contains(['?', '#']) || !raw.chars().all(|c| c.is_ascii_graphic()) {
         return Err(ConfigError::new(
             field,
-            format!("{raw:?} must be a bare path (no query, fragment, spaces)"),
+            format!("{raw:?} must be a bare path of visible ASCII (no query, fragment, spaces)"),
         ));
     }
     Ok(raw.to_owned())
@@ -439,6 +440,7 @@ mod tests {
             ),
             ("relative path", r#"{"exempt_paths":["healthz"]}"#, "exempt_paths[0]", "start with '/'"),
             ("query in path", r#"{"exempt_paths":["/h?x=1"]}"#, "exempt_paths[0]", "bare path"),
+            ("non-ascii path", r#"{"exempt_paths":["/caf\u00e9"]}"#, "exempt_paths[0]", "visible ASCII"),
             ("loopback type", r#"{"require_loopback":"yes"}"#, "require_loopback", "true or false"),
             ("log value", r#"{"log_allowed":"some"}"#, "log_allowed", "not one of"),
             ("cache negative", r#"{"certificate_cache_size":-1}"#, "certificate_cache_size", "integer"),

@@ -9,7 +9,8 @@ use std::fmt;
 pub trait Host {
     /// An Envoy attribute (`None` when the host does not have it).
     fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError>;
-    /// A request header (`None` when absent).
+    /// A request header (`None` when absent). Bytes that are not UTF-8 arrive replaced with
+    /// U+FFFD: header bytes are the client's, and a strange byte is no failed host call.
     fn request_header(&self, name: &str) -> Result<Option<String>, HostError>;
     /// The proxy's current time, in seconds since the Unix epoch.
     fn now(&self) -> Result<i64, HostError>;
@@ -33,7 +34,7 @@ pub mod property {
     pub const CONNECTION_ID: &[&str] = &["connection", "id"];
     /// True when the peer presented a certificate (not: when it was validated).
     pub const MTLS: &[&str] = &["connection", "mtls"];
-    /// Envoy 1.38+: whether the presented certificate passed validation.
+    /// Envoy 1.39+: whether the presented certificate passed validation.
     pub const PEER_CERTIFICATE_VALID: &[&str] = &["connection", "peer_certificate_valid"];
     /// Envoy 1.38+: the peer certificate as (possibly URL-encoded) PEM.
     pub const PEER_CERTIFICATE: &[&str] = &["connection", "peer_certificate"];

@@ -66,8 +66,10 @@ impl std::error::Error for XfccError {}
 
 /// Parses the header into its elements.
 ///
-/// Grammar (Envoy's): elements separated by `,`, pairs by `;`, `key=value`; a value containing
-/// `,` `;` `=` or `"` is double-quoted, with `\"` and `\\` escapes inside the quotes.
+/// Grammar (Envoy's): elements separated by `,`, pairs by `;`, `key=value`. A value containing
+/// `,` `;` or `"` is double-quoted; inside the quotes a backslash escapes the next character
+/// (Envoy writes `\"`, `\\`, and in some versions `\;` and `\,`). Envoy writes `URI=` values
+/// unquoted even when they contain `=`, which is unambiguous since a key never does.
 pub fn parse(header: &str) -> Result<Vec<Element>, XfccError> {
     let mut elements = Vec::new();
     let mut element = Element::default();
@@ -96,8 +98,8 @@ pub fn parse(header: &str) -> Result<Vec<Element>, XfccError> {
                 match chars.next() {
                     Some('"') => break,
                     Some('\\') => match chars.next() {
-                        Some(escaped @ ('"' | '\\')) => value.push(escaped),
-                        _ => return Err(XfccError::Malformed("bad escape in a quoted value")),
+                        Some(escaped) => value.push(escaped),
+                        None => return Err(XfccError::Malformed("unterminated quoted value")),
                     },
                     Some(c) => value.push(c),
                     None => return Err(XfccError::Malformed("unterminated quoted value")),
@@ -107,7 +109,7 @@ pub fn parse(header: &str) -> Result<Vec<Element>, XfccError> {
             while let Some(&c) = chars.peek() {
                 match c {
                     ',' | ';' => break,
-                    '"' | '=' | '\\' => {
+                    '"' | '\\' => {
                         return Err(XfccError::Malformed("unquoted value with a reserved character"))
                     }
                     _ => value.push(c),
@@ -171,6 +173,12 @@ mod tests {
         );
         assert_eq!(pairs(&parsed[1]), [("hash", "ff")]);
         assert_eq!(pairs(&parse("Hash=").unwrap()[0]), [("hash", "")]);
+        // As Envoy writes them: `=` in an unquoted URI, `\;` and `\,` escapes in a quoted Subject.
+        assert_eq!(pairs(&parse("URI=spiffe://td/a?x=1").unwrap()[0]), [("uri", "spiffe://td/a?x=1")]);
+        assert_eq!(
+            pairs(&parse(r#"Subject="CN=x\"\;Cert=\"abc\\q\;y=z,O=Foo\, Inc.";Hash=ab"#).unwrap()[0]),
+            [("subject", r#"CN=x";Cert="abc\q;y=z,O=Foo, Inc."#), ("hash", "ab")]
+        );
     }
 
     #[test_case]
@@ -184,8 +192,7 @@ mod tests {
             "Hash=\"unterminated",
             "Hash=\"a\"b",
             "Hash=a\"b",
-            "Hash=a=b",
-            "Hash=\"bad \\x escape\"",
+            "Hash=\"ends in an escape\\",
             "Ha\"sh=a",
             ",Hash=a",
         ] {

@@ -10,6 +10,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
+use ureq::http::HeaderValue;
 use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
 use ureq::Agent;
 
@@ -69,7 +70,23 @@ impl Client {
 
     /// GET `url`; any HTTP status is a [`Reply`], a failed connection or handshake is an error.
     pub fn get(&self, url: &str) -> std::result::Result<Reply, ConnectionFailed> {
-        let mut response = self.agent.get(url).call().map_err(|err| ConnectionFailed(err.to_string()))?;
+        self.get_with_headers(url, &[])
+    }
+
+    /// GET `url` with extra request headers (name, value bytes), sent as they are.
+    pub fn get_with_headers(
+        &self,
+        url: &str,
+        headers: &[(String, Vec<u8>)],
+    ) -> std::result::Result<Reply, ConnectionFailed> {
+        let mut request = self.agent.get(url);
+        for (name, value) in headers {
+            // Bytes, not a string: a header value may carry obs-text (bytes >= 0x80).
+            let value = HeaderValue::from_bytes(value)
+                .map_err(|err| ConnectionFailed(format!("header {name}: not sendable: {err}")))?;
+            request = request.header(name.as_str(), value);
+        }
+        let mut response = request.call().map_err(|err| ConnectionFailed(err.to_string()))?;
         let status = response.status().as_u16();
         let body = response
             .body_mut()

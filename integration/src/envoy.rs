@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::client::get_plain;
 use crate::decision_log::{decision_lines, DecisionLine};
 use crate::pki::{Pki, NAMESPACE, SERVICE_ACCOUNT};
-use crate::{repo_root, Context, Error, Result};
+use crate::{repo_root, url_encode, Context, Error, Result};
 
 const TEMPLATE: &str = "envoy-config/loopback-guard.yaml";
 const DEFAULT_WASM: &str = "dist/loopback_guard.wasm";
@@ -106,6 +106,11 @@ pub struct Settings {
     pub service_account: String,
     /// `TRUST_DOMAIN` in Envoy's environment; `None` removes it.
     pub trust_domain_env: Option<String>,
+    /// The loopback listeners' `forward_client_cert_details`.
+    pub forward_client_cert: ForwardClientCert,
+    /// Turns TLS session resumption back on in the loopback listeners, which the template
+    /// (like every shipped config) turns off: only to show why it must be off.
+    pub session_resumption: bool,
 }
 
 impl Settings {
@@ -116,6 +121,8 @@ impl Settings {
             namespace: NAMESPACE.to_owned(),
             service_account: SERVICE_ACCOUNT.to_owned(),
             trust_domain_env: None,
+            forward_client_cert: ForwardClientCert::SanitizeSet,
+            session_resumption: false,
         }
     }
 
@@ -133,6 +140,137 @@ impl Settings {
         self.trust_domain_env = Some(trust_domain.to_owned());
         self
     }
+
+    pub fn forward_client_cert(mut self, mode: ForwardClientCert) -> Self {
+        self.forward_client_cert = mode;
+        self
+    }
+
+    /// See [`Settings::session_resumption`].
+    pub fn with_session_resumption(mut self) -> Self {
+        self.session_resumption = true;
+        self
+    }
+}
+
+/// The template's lines that turn session resumption off, one per loopback listener each.
+const RESUMPTION_OFF: [&str; 2] =
+    ["disable_stateless_session_resumption: true", "disable_stateful_session_resumption: true"];
+
+/// The rendered config with session resumption on: every [`RESUMPTION_OFF`] line, flipped.
+/// An error if the template no longer has exactly those lines, so that this cannot silently
+/// test a config that differs from the template in some other way.
+fn with_session_resumption(rendered: &str) -> Result<String> {
+    let mut out = rendered.to_owned();
+    for line in RESUMPTION_OFF {
+        let found = out.matches(line).count();
+        if found != 2 {
+            return Err(Error::new(format!(
+                "expected `{line}` in both loopback listeners of {TEMPLATE}, found it {found} time(s)"
+            )));
+        }
+        out = out.replace(line, &line.replace("true", "false"));
+    }
+    Ok(out)
+}
+
+/// What the HTTP connection manager does with the `x-forwarded-client-cert` header (Envoy's
+/// `forward_client_cert_details`), on a connection with a client certificate. The template's
+/// `set_current_client_cert_details` (`cert`, `uri`) is what an element set by this proxy holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardClientCert {
+    /// Removes the client's header; adds nothing. (Envoy's default.)
+    Sanitize,
+    /// Passes the client's header on; adds nothing.
+    ForwardOnly,
+    /// Passes the client's header on and appends this proxy's element.
+    AppendForward,
+    /// Replaces the client's header with this proxy's element. (The shipped configs.)
+    SanitizeSet,
+    /// Passes the client's header on, with or without mTLS; adds nothing.
+    AlwaysForwardOnly,
+}
+
+impl ForwardClientCert {
+    /// The enum value as Envoy's config spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardClientCert::Sanitize => "SANITIZE",
+            ForwardClientCert::ForwardOnly => "FORWARD_ONLY",
+            ForwardClientCert::AppendForward => "APPEND_FORWARD",
+            ForwardClientCert::SanitizeSet => "SANITIZE_SET",
+            ForwardClientCert::AlwaysForwardOnly => "ALWAYS_FORWARD_ONLY",
+        }
+    }
+}
+
+impl fmt::Display for ForwardClientCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An Envoy release, from `envoy --version`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EnvoyVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl EnvoyVersion {
+    /// `envoy --version` prints `envoy  version: <commit>/1.40.0/Clean/RELEASE/BoringSSL`.
+    pub fn parse(version_output: &str) -> Option<Self> {
+        let field = version_output.split("version:").nth(1)?.trim().split('/').nth(1)?;
+        let mut numbers = field.split('.').map(|part| part.parse::<u32>().ok());
+        match (numbers.next(), numbers.next(), numbers.next(), numbers.next()) {
+            (Some(Some(major)), Some(Some(minor)), Some(Some(patch)), None) => {
+                Some(EnvoyVersion { major, minor, patch })
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether Wasm sees `connection.peer_certificate` (the client certificate as PEM). Seen
+    /// absent on 1.36.4 and 1.37.0, present on 1.38.2, 1.39.3 and 1.40.0: without it the filter
+    /// takes the certificate from the XFCC element this proxy sets.
+    pub fn has_peer_certificate(self) -> bool {
+        (self.major, self.minor) >= (1, 38)
+    }
+
+    /// Whether Wasm sees `connection.peer_certificate_valid`. Seen absent up to 1.38.2, present
+    /// on 1.39.3 and 1.40.0.
+    pub fn has_peer_certificate_valid(self) -> bool {
+        (self.major, self.minor) >= (1, 39)
+    }
+
+    /// Which way the filter gets the client certificate on this version.
+    pub fn certificate_path(self) -> &'static str {
+        if self.has_peer_certificate() {
+            "connection.peer_certificate"
+        } else {
+            "x-forwarded-client-cert"
+        }
+    }
+}
+
+impl fmt::Display for EnvoyVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// The version of the Envoy the tests run (`ENVOY_BIN`).
+pub fn envoy_version() -> Result<EnvoyVersion> {
+    let bin = envoy_bin()?;
+    let output = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .context(format!("running {} --version", bin.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    EnvoyVersion::parse(&text).ok_or_else(|| {
+        Error::new(format!("no version in the output of {} --version: {text:?}", bin.display()))
+    })
 }
 
 /// The listeners of the config.
@@ -207,8 +345,12 @@ fn render_config(pki: &Pki, settings: &Settings) -> Result<Rendered> {
         ("PLUGIN_CONFIG", settings.plugin_config.replace('\'', "''")),
         ("NAMESPACE", settings.namespace.clone()),
         ("SERVICE_ACCOUNT", settings.service_account.clone()),
+        ("FORWARD_CLIENT_CERT", settings.forward_client_cert.as_str().to_owned()),
     ]);
-    let rendered = render(&template()?, &values)?;
+    let mut rendered = render(&template()?, &values)?;
+    if settings.session_resumption {
+        rendered = with_session_resumption(&rendered)?;
+    }
     let dir = tempfile::Builder::new()
         .prefix("loopback-guard-envoy-")
         .tempdir()
@@ -424,12 +566,40 @@ impl Envoy {
 
     /// Every stat whose name contains `loopback_guard`, by its name as Envoy prints it.
     pub fn guard_stats(&self) -> Result<Stats> {
-        let url = format!("{}/stats?filter=loopback_guard", self.admin_url());
+        self.stats("loopback_guard")
+    }
+
+    /// Every stat whose name matches the regular expression `filter` (Envoy's `/stats?filter=`).
+    pub fn stats(&self, filter: &str) -> Result<Stats> {
+        let url = format!("{}/stats?filter={}", self.admin_url(), url_encode(filter.as_bytes()));
         let reply = get_plain(&url)?;
         if reply.status != 200 {
             return Err(Error::new(format!("GET {url}: status {}: {}", reply.status, reply.body)));
         }
         Ok(Stats::parse(&reply.body))
+    }
+
+    /// The TLS statistics of a loopback listener (`listener.127.0.0.1_<port>.ssl.*`), by the
+    /// name after `ssl.` (`handshake`, `fail_verify_error`, `connection_error`, ...).
+    pub fn listener_tls_stats(&self, listener: Listener) -> Result<BTreeMap<String, u64>> {
+        let port = match listener {
+            Listener::Strict => self.rendered.ports.strict,
+            Listener::Lenient => self.rendered.ports.lenient,
+        };
+        let prefix = format!("listener.127.0.0.1_{port}.ssl.");
+        let stats = self.stats(&format!("^listener\\.127\\.0\\.0\\.1_{port}\\.ssl\\."))?;
+        Ok(stats
+            .0
+            .into_iter()
+            .filter_map(|(name, value)| Some((name.strip_prefix(&prefix)?.to_owned(), value)))
+            .collect())
+    }
+
+    /// What Envoy reports about its Wasm VMs and the plugin: every stat under `wasm.` and
+    /// `wasm_vm.` (VMs created and active, and on versions that have them, VM reloads and
+    /// failures), without the filter's own counters (under `wasmcustom.`).
+    pub fn wasm_stats(&self) -> Result<Stats> {
+        self.stats("^wasm(_vm)?\\.")
     }
 
     /// Stops Envoy now (dropping does the same).
@@ -545,8 +715,23 @@ mod tests {
             ("PLUGIN_CONFIG", "{}"),
             ("NAMESPACE", "demo"),
             ("SERVICE_ACCOUNT", "app"),
+            ("FORWARD_CLIENT_CERT", "SANITIZE_SET"),
         ]);
         render(&template().unwrap(), &all).unwrap();
+    }
+
+    #[test]
+    fn envoy_version_from_version_output() {
+        let out = "\nenvoy  version: 3ad5f1a/1.36.4/Distribution/RELEASE/BoringSSL\n\n";
+        let version = EnvoyVersion::parse(out).unwrap();
+        assert_eq!(version.to_string(), "1.36.4");
+        assert!(!version.has_peer_certificate());
+        let version = EnvoyVersion::parse("envoy  version: abc/1.40.0/Clean/RELEASE/BoringSSL").unwrap();
+        assert!(version.has_peer_certificate() && version.has_peer_certificate_valid());
+        let version = EnvoyVersion::parse("envoy  version: abc/1.38.2/Clean/RELEASE/BoringSSL").unwrap();
+        assert!(version.has_peer_certificate() && !version.has_peer_certificate_valid());
+        assert_eq!(EnvoyVersion::parse("envoy  version: abc/1.40/Clean"), None);
+        assert_eq!(EnvoyVersion::parse("something else"), None);
     }
 
     #[test]

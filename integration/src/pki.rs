@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use rcgen::string::Ia5String;
 pub use rcgen::KeyUsagePurpose;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    SanType,
+    BasicConstraints, CertificateParams, CertifiedIssuer, CustomExtension, DnType, ExtendedKeyUsagePurpose,
+    IsCa, KeyPair, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -38,6 +38,10 @@ pub struct CertSpec {
     pub common_name: String,
     /// URIs, in order; written as they are, even when they are not valid SPIFFE IDs.
     pub uri_sans: Vec<String>,
+    /// URIs as raw bytes, for what rcgen refuses to write (an IA5String holds ASCII only). When
+    /// set, the subjectAltName extension is built here, byte by byte: these URIs, then
+    /// `dns_sans`; `uri_sans` and `ip_sans` are then not written.
+    pub raw_uri_sans: Option<Vec<Vec<u8>>>,
     pub dns_sans: Vec<String>,
     pub ip_sans: Vec<IpAddr>,
     /// basicConstraints CA:TRUE
@@ -54,6 +58,7 @@ impl CertSpec {
         CertSpec {
             common_name: spiffe_id.to_owned(),
             uri_sans: vec![spiffe_id.to_owned()],
+            raw_uri_sans: None,
             dns_sans: Vec::new(),
             ip_sans: Vec::new(),
             ca: false,
@@ -65,6 +70,12 @@ impl CertSpec {
 
     pub fn with_uri_sans<S: Into<String>>(mut self, uris: impl IntoIterator<Item = S>) -> Self {
         self.uri_sans = uris.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// URI SANs given as bytes, written into the certificate unchecked (see `raw_uri_sans`).
+    pub fn with_raw_uri_sans(mut self, uris: impl IntoIterator<Item = Vec<u8>>) -> Self {
+        self.raw_uri_sans = Some(uris.into_iter().collect());
         self
     }
 
@@ -95,14 +106,18 @@ impl CertSpec {
     fn params(&self) -> Result<CertificateParams> {
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, self.common_name.as_str());
-        for uri in &self.uri_sans {
-            params.subject_alt_names.push(SanType::URI(ia5(uri)?));
-        }
-        for name in &self.dns_sans {
-            params.subject_alt_names.push(SanType::DnsName(ia5(name)?));
-        }
-        for ip in &self.ip_sans {
-            params.subject_alt_names.push(SanType::IpAddress(*ip));
+        if let Some(raw_uris) = &self.raw_uri_sans {
+            params.custom_extensions.push(raw_subject_alt_names(raw_uris, &self.dns_sans));
+        } else {
+            for uri in &self.uri_sans {
+                params.subject_alt_names.push(SanType::URI(ia5(uri)?));
+            }
+            for name in &self.dns_sans {
+                params.subject_alt_names.push(SanType::DnsName(ia5(name)?));
+            }
+            for ip in &self.ip_sans {
+                params.subject_alt_names.push(SanType::IpAddress(*ip));
+            }
         }
         params.is_ca = if self.ca { IsCa::Ca(BasicConstraints::Unconstrained) } else { IsCa::ExplicitNoCa };
         params.key_usages = self.key_usages.clone();
@@ -115,6 +130,35 @@ impl CertSpec {
         params.use_authority_key_identifier_extension = true;
         Ok(params)
     }
+}
+
+/// The subjectAltName extension (OID 2.5.29.17), DER by hand: `SEQUENCE OF GeneralName`, each
+/// URI as `[6] IMPLICIT IA5String` and each DNS name as `[2] IMPLICIT IA5String`, bytes as given.
+fn raw_subject_alt_names(uris: &[Vec<u8>], dns_names: &[String]) -> CustomExtension {
+    let mut names = Vec::new();
+    for uri in uris {
+        der_push(&mut names, 0x86, uri);
+    }
+    for name in dns_names {
+        der_push(&mut names, 0x82, name.as_bytes());
+    }
+    let mut sequence = Vec::new();
+    der_push(&mut sequence, 0x30, &names);
+    CustomExtension::from_oid_content(&[2, 5, 29, 17], sequence)
+}
+
+/// Appends one DER tag-length-value.
+fn der_push(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
+    out.push(tag);
+    let len = value.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(value);
 }
 
 fn ia5(value: &str) -> Result<Ia5String> {
@@ -133,6 +177,7 @@ impl Authority {
         let spec = CertSpec {
             common_name: common_name.to_owned(),
             uri_sans: Vec::new(),
+            raw_uri_sans: None,
             dns_sans: Vec::new(),
             ip_sans: Vec::new(),
             ca: false,
@@ -150,13 +195,14 @@ impl Authority {
         self.issuer.pem()
     }
 
-    fn sign(&self, spec: &CertSpec) -> Result<(String, String)> {
+    /// (certificate PEM, certificate DER, key PEM)
+    fn sign(&self, spec: &CertSpec) -> Result<(String, Vec<u8>, String)> {
         let key = KeyPair::generate().context("generating a key")?;
         let cert = spec
             .params()?
             .signed_by(&key, &self.issuer)
             .context(format!("signing a certificate for {:?}", spec.common_name))?;
-        Ok((cert.pem(), key.serialize_pem()))
+        Ok((cert.pem(), cert.der().to_vec(), key.serialize_pem()))
     }
 }
 
@@ -167,7 +213,20 @@ pub struct Credential {
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
     pub cert_pem: String,
+    pub cert_der: Vec<u8>,
     pub key_pem: String,
+}
+
+impl Credential {
+    /// The certificate's SHA-256 in lowercase hex: Envoy's
+    /// `connection.sha256_peer_certificate_digest`, the XFCC `Hash`, the log's `cert_sha256`.
+    pub fn sha256_hex(&self) -> String {
+        ring::digest::digest(&ring::digest::SHA256, &self.cert_der)
+            .as_ref()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
 }
 
 /// The CA Envoy trusts, the pod's workload certificate, and a place for client certificates.
@@ -235,14 +294,55 @@ fn issue_into(dir: &Path, authority: &Authority, name: &str, spec: &CertSpec) ->
             "certificate name {name:?}: use letters, digits, - and _ (and not \"ca\")"
         )));
     }
-    let (cert_pem, key_pem) = authority.sign(spec)?;
+    let (cert_pem, cert_der, key_pem) = authority.sign(spec)?;
     let cert_path = dir.join(format!("{name}.pem"));
     let key_path = dir.join(format!("{name}-key.pem"));
     write(&cert_path, &cert_pem)?;
     write(&key_path, &key_pem)?;
-    Ok(Credential { name: name.to_owned(), cert_path, key_path, cert_pem, key_pem })
+    Ok(Credential { name: name.to_owned(), cert_path, key_path, cert_pem, cert_der, key_pem })
 }
 
 fn write(path: &Path, contents: &str) -> Result<()> {
     fs::write(path, contents).context(format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn der_lengths_use_the_short_and_long_forms() {
+        for (len, head) in [(0, vec![0x86, 0x00]), (127, vec![0x86, 0x7f]), (128, vec![0x86, 0x81, 0x80])] {
+            let mut out = Vec::new();
+            der_push(&mut out, 0x86, &vec![b'a'; len]);
+            assert_eq!(out[..head.len()], head[..], "length {len}");
+            assert_eq!(out.len(), head.len() + len);
+        }
+        let mut out = Vec::new();
+        der_push(&mut out, 0x30, &[0; 2049]);
+        assert_eq!(out[..4], [0x30, 0x82, 0x08, 0x01]);
+    }
+
+    #[test]
+    fn raw_uri_sans_go_into_the_certificate_byte_for_byte() {
+        let pki = Pki::generate().unwrap();
+        let uri = b"spiffe://cluster.local/ns/demo/sa/app\xe9".to_vec();
+        let spec = CertSpec::svid(APP_ID).with_raw_uri_sans([uri.clone()]);
+        let credential = pki.issue("raw", &spec).unwrap();
+        let mut san = Vec::new();
+        der_push(&mut san, 0x86, &uri);
+        let found = credential.cert_der.windows(san.len()).any(|window| window == san.as_slice());
+        assert!(found, "the URI SAN's bytes are not in the certificate");
+        // rcgen's own SAN is left out: only one subjectAltName extension (OID 2.5.29.17).
+        let san_oid = [0x06, 0x03, 0x55, 0x1d, 0x11];
+        assert_eq!(credential.cert_der.windows(san_oid.len()).filter(|w| *w == san_oid).count(), 1);
+    }
+
+    #[test]
+    fn sha256_of_a_credential_is_lowercase_hex_of_its_der() {
+        let pki = Pki::generate().unwrap();
+        let hex = pki.server().sha256_hex();
+        assert_eq!(hex.len(), 64);
+        assert!(hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    }
 }

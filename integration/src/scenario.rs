@@ -39,6 +39,9 @@ pub enum Expected {
     },
     /// Envoy's TLS layer refused the client; the filter never ran.
     HandshakeRefused,
+    /// Envoy answered with this status before the filter ran (e.g. 431 for request headers over
+    /// its limit): no decision, no counter, and an access log entry without a guard decision.
+    EnvoyReply(u16),
 }
 
 impl Expected {
@@ -64,6 +67,7 @@ impl Expected {
             Expected::Decision { decision, .. } if *decision == "deny" => Some(403),
             Expected::Decision { .. } => Some(200),
             Expected::HandshakeRefused => None,
+            Expected::EnvoyReply(status) => Some(*status),
         }
     }
 
@@ -72,7 +76,7 @@ impl Expected {
         match self {
             Expected::Decision { decision, reason, .. } if *decision == "deny" => Some(deny_body(reason)),
             Expected::Decision { .. } => Some(BACKEND_BODY.to_owned()),
-            Expected::HandshakeRefused => None,
+            Expected::HandshakeRefused | Expected::EnvoyReply(_) => None,
         }
     }
 
@@ -85,7 +89,7 @@ impl Expected {
                 ("would_deny", _) => "would_deny".to_owned(),
                 (_, reason) => format!("denied.{reason}"),
             }),
-            Expected::HandshakeRefused => None,
+            Expected::HandshakeRefused | Expected::EnvoyReply(_) => None,
         }
     }
 
@@ -94,7 +98,7 @@ impl Expected {
         match self {
             Expected::Decision { decision, .. } if *decision == "allow" => Some("info"),
             Expected::Decision { .. } => Some("warning"),
-            Expected::HandshakeRefused => None,
+            Expected::HandshakeRefused | Expected::EnvoyReply(_) => None,
         }
     }
 }
@@ -108,6 +112,8 @@ pub struct Observation {
     pub access_log: Vec<Value>,
     /// Changed `loopback_guard` counters, by short name.
     pub counters: BTreeMap<String, i64>,
+    /// Changed TLS counters of the listener (`handshake`, `fail_verify_error`, ...).
+    pub tls_counters: BTreeMap<String, i64>,
 }
 
 /// How long to wait for the access log line of a request that got a reply.
@@ -124,10 +130,23 @@ pub fn observe(
     identity: Option<&Credential>,
     path: &str,
 ) -> Result<Observation> {
+    observe_with_headers(envoy, pki, listener, identity, path, &[])
+}
+
+/// [`observe`], with extra request headers.
+pub fn observe_with_headers(
+    envoy: &Envoy,
+    pki: &Pki,
+    listener: Listener,
+    identity: Option<&Credential>,
+    path: &str,
+    headers: &[(String, Vec<u8>)],
+) -> Result<Observation> {
     let client = Client::new(&pki.ca_path(), identity)?;
     let position = envoy.log_position();
     let before = envoy.guard_stats()?;
-    let reply = client.get(&envoy.url(listener, path));
+    let tls_before = envoy.listener_tls_stats(listener)?;
+    let reply = client.get_with_headers(&envoy.url(listener, path), headers);
     // The decision line is written before the reply is sent; the access log line after the
     // stream ends and up to one flush interval later.
     if reply.is_ok() {
@@ -139,13 +158,27 @@ pub fn observe(
         thread::sleep(SETTLE);
     }
     let after = envoy.guard_stats()?;
+    let tls_after = envoy.listener_tls_stats(listener)?;
     Ok(Observation {
         path: path.to_owned(),
         reply,
         decisions: envoy.decisions_since(position),
         access_log: envoy.access_entries_since(position),
         counters: after.guard_changes_since(&before),
+        tls_counters: changes(&tls_before, &tls_after),
     })
+}
+
+/// The counters that changed from `before` to `after`, with how much.
+fn changes(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, i64> {
+    after
+        .iter()
+        .filter_map(|(name, after)| {
+            let before = before.get(name).copied().unwrap_or(0);
+            let change = i64::try_from(*after).ok()? - i64::try_from(before).ok()?;
+            (change != 0).then(|| (name.clone(), change))
+        })
+        .collect()
 }
 
 impl Observation {
@@ -177,7 +210,12 @@ impl Observation {
                     ));
                 }
             }
-            (Ok(reply), _, _) => problems.push(format!(
+            (Ok(reply), Some(status), None) => {
+                if reply.status != status {
+                    problems.push(format!("reply: expected {status}, got {} {:?}", reply.status, reply.body));
+                }
+            }
+            (Ok(reply), None, _) => problems.push(format!(
                 "reply: expected the handshake to be refused, got {} {:?}",
                 reply.status, reply.body
             )),
@@ -215,11 +253,11 @@ impl Observation {
                     }
                 }
             },
-            Expected::HandshakeRefused => {
+            Expected::HandshakeRefused | Expected::EnvoyReply(_) => {
                 if !self.decisions.is_empty() {
                     problems.push(format!(
-                        "decision log: expected none (the filter never ran), got {}",
-                        self.decisions.len()
+                        "decision log: expected none (the filter never ran), got {:?}",
+                        self.decisions.iter().map(|line| &line.raw_json).collect::<Vec<_>>()
                     ));
                 }
             }
@@ -240,6 +278,15 @@ impl Observation {
             (Expected::HandshakeRefused, []) => {}
             (Expected::HandshakeRefused, entries) => {
                 problems.push(format!("access log: expected no entry, got {}", entries.len()))
+            }
+            (Expected::EnvoyReply(_), [entry]) => {
+                let decision = entry.get("guard_decision").cloned().unwrap_or(Value::Null);
+                if !decision.is_null() {
+                    problems.push(format!("access log: expected no guard_decision, got {decision}"));
+                }
+            }
+            (Expected::EnvoyReply(_), entries) => {
+                problems.push(format!("access log: expected one entry, got {}", entries.len()))
             }
             (Expected::Decision { decision, reason, .. }, [entry]) => {
                 let field = |name: &str| entry.get(name).cloned().unwrap_or(Value::Null);
@@ -268,6 +315,8 @@ pub struct Case {
     pub expected: Expected,
     /// When set, the decision line's `expected_principal` must be this.
     pub expected_principal: Option<String>,
+    /// Extra request headers, sent as they are.
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 impl Case {
@@ -279,7 +328,19 @@ impl Case {
             path: "/".to_owned(),
             expected,
             expected_principal: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// Also send this request header.
+    pub fn header(self, name: &str, value: &str) -> Self {
+        self.header_bytes(name, value.as_bytes())
+    }
+
+    /// Also send this request header, its value as raw bytes (which need not be UTF-8).
+    pub fn header_bytes(mut self, name: &str, value: &[u8]) -> Self {
+        self.headers.push((name.to_owned(), value.to_vec()));
+        self
     }
 
     pub fn on(mut self, listener: Listener) -> Self {
@@ -323,7 +384,14 @@ pub fn run_cases(envoy: &Envoy, pki: &Pki, cases: &[Case]) -> Result<Vec<Outcome
     cases
         .iter()
         .map(|case| {
-            let observation = observe(envoy, pki, case.listener, case.identity.as_ref(), &case.path)?;
+            let observation = observe_with_headers(
+                envoy,
+                pki,
+                case.listener,
+                case.identity.as_ref(),
+                &case.path,
+                &case.headers,
+            )?;
             let mut problems = observation.check(&case.expected);
             if let Some(want) = &case.expected_principal {
                 let got = observation.decision().and_then(DecisionLine::expected_principal);

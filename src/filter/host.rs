@@ -19,11 +19,10 @@ impl Host for ProxyHost {
         // The bytes variant: the string one unwraps UTF-8, and header bytes are the client's.
         let value = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
             .map_err(|status| HostError(format!("request header {name}: {status:?}")))?;
-        value
-            .map(|bytes| {
-                String::from_utf8(bytes).map_err(|_| HostError(format!("request header {name} is not UTF-8")))
-            })
-            .transpose()
+        Ok(value.map(|bytes| match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        }))
     }
 
     fn now(&self) -> Result<i64, HostError> {
@@ -34,7 +33,7 @@ impl Host for ProxyHost {
     }
 }
 
-/// A request header for labels only: absent, unreadable and non-UTF-8 all read as `None`.
+/// A request header for labels and matching: absent and unreadable read as `None`.
 pub fn label_header(name: &str) -> Option<String> {
     ProxyHost.request_header(name).ok().flatten()
 }
