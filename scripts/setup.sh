@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the other scripts need, only what is missing: setup.sh [all|rust|wasm|envoy|bindgen]
+# Installs what the other scripts need, only what is missing:
+#   setup.sh [all|rust|wasm|envoy|bindgen|integration]
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -11,6 +12,11 @@ wasm() {
   # The filter is built for WASI; the core's tests run on wasm32-unknown-unknown (in Node).
   wasm_toolchain wasm32-wasip1 >/dev/null
   wasm_toolchain wasm32-unknown-unknown >/dev/null
+}
+
+integration() {
+  # The survival test writes raw HTTP over TLS with `openssl s_client`.
+  command -v openssl >/dev/null || apt_install openssl
 }
 
 envoy() {
@@ -30,7 +36,7 @@ bindgen() {
 
 case "${1:-all}" in
   # (not `a && b`: bash ignores set -e inside functions called from an && list)
-  all) rust; wasm; bindgen; envoy ;;
-  rust | wasm | envoy | bindgen) "$1" ;;
-  *) die "usage: $0 [all|rust|wasm|envoy|bindgen]" ;;
+  all) rust; wasm; bindgen; envoy; integration ;;
+  rust | wasm | envoy | bindgen | integration) "$1" ;;
+  *) die "usage: $0 [all|rust|wasm|envoy|bindgen|integration]" ;;
 esac

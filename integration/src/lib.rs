@@ -12,6 +12,7 @@
 pub mod client;
 pub mod decision_log;
 pub mod envoy;
+pub mod load;
 pub mod pki;
 pub mod scenario;
 
