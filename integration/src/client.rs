@@ -35,6 +35,23 @@ impl fmt::Display for ConnectionFailed {
     }
 }
 
+/// TLS settings for a client that trusts `ca_path` and presents `identity`, if any.
+pub fn tls_config(ca_path: &Path, identity: Option<&Credential>) -> Result<TlsConfig> {
+    let ca_pem = fs::read(ca_path).context(format!("reading {}", ca_path.display()))?;
+    let ca = Certificate::from_pem(&ca_pem).context(format!("parsing {}", ca_path.display()))?;
+    let client_cert = match identity {
+        None => None,
+        Some(credential) => {
+            let cert = Certificate::from_pem(credential.cert_pem.as_bytes())
+                .context(format!("parsing the certificate {:?}", credential.name))?;
+            let key = PrivateKey::from_pem(credential.key_pem.as_bytes())
+                .context(format!("parsing the key of {:?}", credential.name))?;
+            Some(ClientCert::new_with_certs(&[cert], key))
+        }
+    };
+    Ok(TlsConfig::builder().root_certs(RootCerts::new_with_certs(&[ca])).client_cert(client_cert).build())
+}
+
 /// An HTTPS client that trusts one CA and presents `identity`, if any.
 pub struct Client {
     agent: Agent,
@@ -42,22 +59,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(ca_path: &Path, identity: Option<&Credential>) -> Result<Self> {
-        let ca_pem = fs::read(ca_path).context(format!("reading {}", ca_path.display()))?;
-        let ca = Certificate::from_pem(&ca_pem).context(format!("parsing {}", ca_path.display()))?;
-        let client_cert = match identity {
-            None => None,
-            Some(credential) => {
-                let cert = Certificate::from_pem(credential.cert_pem.as_bytes())
-                    .context(format!("parsing the certificate {:?}", credential.name))?;
-                let key = PrivateKey::from_pem(credential.key_pem.as_bytes())
-                    .context(format!("parsing the key of {:?}", credential.name))?;
-                Some(ClientCert::new_with_certs(&[cert], key))
-            }
-        };
-        let tls = TlsConfig::builder()
-            .root_certs(RootCerts::new_with_certs(&[ca]))
-            .client_cert(client_cert)
-            .build();
+        let tls = tls_config(ca_path, identity)?;
         let agent: Agent = Agent::config_builder()
             .tls_config(tls)
             .http_status_as_error(false)

@@ -302,7 +302,7 @@ pub struct Ports {
 impl Ports {
     /// Four ports the kernel just handed out, so parallel instances rarely collide (and a
     /// collision is retried).
-    fn pick() -> Result<Self> {
+    pub fn pick() -> Result<Self> {
         let listeners = (0..4)
             .map(|_| TcpListener::bind("127.0.0.1:0").context("finding a free port"))
             .collect::<Result<Vec<_>>>()?;

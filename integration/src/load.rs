@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+use ureq::tls::TlsConfig;
 use ureq::Agent;
 
 use crate::envoy::Envoy;
@@ -24,23 +24,6 @@ use crate::{Context, Error, Result};
 
 /// How long one request may take before it counts as a failure.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// TLS settings for a client that trusts `ca_path` and presents `identity`, if any.
-pub fn tls_config(ca_path: &Path, identity: Option<&Credential>) -> Result<TlsConfig> {
-    let ca_pem = fs::read(ca_path).context(format!("reading {}", ca_path.display()))?;
-    let ca = Certificate::from_pem(&ca_pem).context(format!("parsing {}", ca_path.display()))?;
-    let client_cert = match identity {
-        None => None,
-        Some(credential) => {
-            let cert = Certificate::from_pem(credential.cert_pem.as_bytes())
-                .context(format!("parsing the certificate {:?}", credential.name))?;
-            let key = PrivateKey::from_pem(credential.key_pem.as_bytes())
-                .context(format!("parsing the key of {:?}", credential.name))?;
-            Some(ClientCert::new_with_certs(&[cert], key))
-        }
-    };
-    Ok(TlsConfig::builder().root_certs(RootCerts::new_with_certs(&[ca])).client_cert(client_cert).build())
-}
 
 /// An HTTP client with these TLS settings. With `keep_alive` it sends every request over one
 /// connection while that stays open; without, each request opens its own.
@@ -158,7 +141,7 @@ pub fn run(plan: &Plan, ca_path: &Path, progress: &AtomicU64) -> Result<Tally> {
     let tls: Vec<TlsConfig> = plan
         .senders
         .iter()
-        .map(|sender| tls_config(ca_path, sender.identity.as_ref()))
+        .map(|sender| crate::client::tls_config(ca_path, sender.identity.as_ref()))
         .collect::<Result<_>>()?;
 
     let started = Instant::now();

@@ -13,14 +13,13 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use loopback_guard_integration::client::get_plain;
-use loopback_guard_integration::envoy::{envoy_bin, wasm_module, Envoy, Settings, Stats};
+use loopback_guard_integration::client::{self, get_plain};
+use loopback_guard_integration::envoy::{envoy_bin, wasm_module, Envoy, Ports, Settings, Stats};
 use loopback_guard_integration::load;
 use loopback_guard_integration::pki::{Credential, Pki, APP_ID};
 use loopback_guard_integration::{Context, Error, Result};
@@ -174,17 +173,6 @@ enum Start {
     Exited(String),
 }
 
-fn free_ports() -> Result<[u16; 4]> {
-    let listeners = (0..4)
-        .map(|_| TcpListener::bind("127.0.0.1:0").context("finding a free port"))
-        .collect::<Result<Vec<_>>>()?;
-    let ports = listeners
-        .iter()
-        .map(|listener| listener.local_addr().map(|addr| addr.port()).context("finding a free port"))
-        .collect::<Result<Vec<_>>>()?;
-    <[u16; 4]>::try_from(ports).map_err(|_| Error::new("finding four free ports"))
-}
-
 /// The shared template as the harness renders it (every placeholder filled, whatever the template
 /// grows), and the ports that went into it.
 struct BaseConfig {
@@ -227,7 +215,8 @@ impl PolicyEnvoy {
     /// refuses to start.
     fn start(base: &BaseConfig, module: &Path, policy: &str) -> Result<Start> {
         for _attempt in 0..3 {
-            let ports = free_ports()?;
+            let picked = Ports::pick()?;
+            let ports = [picked.admin, picked.strict, picked.lenient, picked.backend];
             let [admin, strict, _, _] = ports;
             let dir =
                 tempfile::Builder::new().prefix("loopback-guard-failure-").tempdir().context("a temp dir")?;
@@ -354,7 +343,7 @@ impl Fixture {
     /// stand-in crashes on. The status (`None`: no HTTP reply), and how many requests reached
     /// the backend meanwhile.
     fn send(&self, envoy: &PolicyEnvoy, crash: bool) -> Result<(Option<u16>, u64)> {
-        let agent = load::agent(load::tls_config(&self.pki.ca_path(), Some(&self.app))?, false);
+        let agent = load::agent(client::tls_config(&self.pki.ca_path(), Some(&self.app))?, false);
         let before = backend_requests(envoy)?;
         let mut request = agent.get(&envoy.url());
         for i in 0..if crash { CRASH_HEADERS } else { 0 } {
