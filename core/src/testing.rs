@@ -179,10 +179,12 @@ impl crate::host::Host for FakeHost {
     }
 
     fn request_header(&self, name: &str) -> Result<Option<String>, crate::host::HostError> {
+        self.reads.borrow_mut().push(format!("header {name}"));
         Ok(self.headers.get(name).cloned())
     }
 
     fn now(&self) -> Result<i64, crate::host::HostError> {
+        self.reads.borrow_mut().push("clock".to_owned());
         Ok(self.now.unwrap_or(FAKE_NOW))
     }
 }

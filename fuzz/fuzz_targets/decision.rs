@@ -107,6 +107,9 @@ fuzz_target!(|data: &[u8]| {
         2 => None,
         _ => Some(x_text.as_ref()),
     };
+    if let Some(path) = path {
+        host.headers.insert(":path".to_owned(), path.to_owned());
+    }
     if (b >> 5) & 1 == 0 {
         host.set(&["xds", "node", "metadata", "NAMESPACE"], "shop");
         host.set(&["xds", "node", "metadata", "SERVICE_ACCOUNT"], "app");
@@ -124,7 +127,7 @@ fuzz_target!(|data: &[u8]| {
         panic!("fuzz configuration {config} does not validate")
     };
     let mut guard = Guard::new(policy.clone(), &host);
-    let first = guard.decide(path, &host);
+    let first = guard.decide(&host);
     let _ = guard.take_notice();
 
     // The verdict follows the reason and the mode.
@@ -138,7 +141,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(bare.is_some_and(|bare| policy.exempt_paths.iter().any(|e| e == bare)), "exempt {path:?}");
     }
     if first.reason == Reason::Ok {
-        assert_eq!(host.properties.get("connection.mtls"), Some(&Ok(vec![1])), "ok without mTLS");
+        // A presented certificate: Envoy says so, or has its digest (which exists only then).
+        let presented = host.properties.get("connection.mtls") == Some(&Ok(vec![1]))
+            || matches!(host.properties.get("connection.sha256_peer_certificate_digest"), Some(Ok(d)) if !d.is_empty());
+        assert!(presented, "ok without a presented certificate");
         let peer = first.peer_principal.as_ref().expect("ok without a peer principal");
         let expected = first.expected_principal.as_ref().expect("ok without an expected principal");
         assert!(
@@ -159,6 +165,6 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // A second request on the same connection facts: from the cache or not, the same outcome.
-    let second = guard.decide(path, &host);
+    let second = guard.decide(&host);
     assert_eq!((second.verdict, second.reason), (first.verdict, first.reason), "{first:?} then {second:?}");
 });

@@ -1,5 +1,7 @@
 //! The HTTP context: decide on the request headers, then count, log, record and enforce.
 
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 
 use loopback_guard_core::config::LogAllowed;
@@ -27,15 +29,14 @@ impl Context for Http {}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let path = label_header(":path");
         let Some(shared) = &self.shared else {
             let decision = Decision::deny(Reason::HostError, "the filter has no valid configuration");
-            log_decision(&decision, &path, connection_id());
+            log_decision(&decision);
             return enforce(&decision);
         };
         let (decision, log_allowed) = match shared.guard.try_borrow_mut() {
             Ok(mut guard) => {
-                let decision = guard.decide(path.as_deref(), &ProxyHost);
+                let decision = guard.decide(&ProxyHost);
                 if let Some(notice) = guard.take_notice() {
                     log::info!("loopback-guard: {notice}");
                 }
@@ -45,22 +46,33 @@ impl HttpContext for Http {
         };
         shared.metrics.record(&decision);
         let log = match (decision.verdict, log_allowed) {
-            (Verdict::Deny | Verdict::WouldDeny, _) | (Verdict::Allow, LogAllowed::All) => {
-                Some(connection_id())
-            }
-            (Verdict::Allow, LogAllowed::None) => None,
+            (Verdict::Deny | Verdict::WouldDeny, _) | (Verdict::Allow, LogAllowed::All) => true,
+            (Verdict::Allow, LogAllowed::None) => false,
             (Verdict::Allow, LogAllowed::FirstPerConnection) => {
-                let id = connection_id();
-                let first = id.is_some_and(|id| {
-                    shared.logged_connections.try_borrow_mut().is_ok_and(|mut seen| seen.first_time(id))
-                });
-                first.then_some(id)
+                connection_key(&decision).is_some_and(|key| {
+                    shared.logged_connections.try_borrow_mut().is_ok_and(|mut seen| seen.first_time(key))
+                })
             }
         };
-        if let Some(connection_id) = log {
-            log_decision(&decision, &path, connection_id);
+        if log {
+            log_decision(&decision);
         }
         enforce(&decision)
+    }
+}
+
+/// Tells connections apart for `first_per_connection` without another host call: while a
+/// connection is open its source address (ip:port) is its own. A port reused after a close may
+/// go unlogged once while the old key is remembered; that only skips a log line.
+fn connection_key(decision: &Decision) -> Option<u64> {
+    match &decision.source_address {
+        Some(address) => {
+            let mut hasher = DefaultHasher::new();
+            address.hash(&mut hasher);
+            Some(hasher.finish())
+        }
+        // An exempt request did not read its address.
+        None => connection_id(),
     }
 }
 
@@ -90,11 +102,13 @@ fn connection_id() -> Option<u64> {
     Some(u64::from_le_bytes(raw.try_into().ok()?))
 }
 
-fn log_decision(decision: &Decision, path: &Option<String>, connection_id: Option<u64>) {
+fn log_decision(decision: &Decision) {
+    // Labels are read only for a line that is written: each is a host call.
+    let path = label_header(":path");
     let method = label_header(":method");
     let request_id = label_header("x-request-id");
     let labels = RequestLabels {
-        connection_id,
+        connection_id: connection_id(),
         request_id: request_id.as_deref(),
         method: method.as_deref(),
         path: path.as_deref(),

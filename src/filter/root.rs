@@ -98,7 +98,7 @@ fn summary(policy: &Policy) -> String {
     )
 }
 
-/// The most recent connection ids, bounded: a connection whose id was evicted may be logged
+/// The most recent connection keys, bounded: a connection whose key was evicted may be logged
 /// twice, never grows memory.
 #[derive(Default)]
 pub struct RecentConnections {
