@@ -7,7 +7,7 @@ SHELL := /bin/bash
 WASM := dist/loopback_guard.wasm
 export LOOPBACK_GUARD_WASM := $(CURDIR)/$(WASM)
 
-.PHONY: setup build test test-unit test-wasm test-integration test-matrix soak test-deploy test-oci demo image push fuzz lint clean
+.PHONY: setup build test test-unit test-wasm test-integration test-matrix soak test-deploy test-oci demo image push fuzz bench bench-core lint clean
 
 setup:
 	scripts/setup.sh
@@ -84,6 +84,17 @@ FUZZ_SECONDS ?= 180
 ## `make fuzz FUZZ_TARGETS=xfcc`.
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(FUZZ_TARGETS)
+
+## What the filter costs Envoy per request, against no filter, an empty wasm filter and native
+## RBAC, in a real Envoy (docs/performance.md). A few minutes; BENCH_* variables scale it
+## (scripts/bench.sh). Run it on an otherwise idle machine.
+bench:
+	scripts/bench.sh
+
+## The pure core's micro-benchmarks (criterion), natively.
+bench-core:
+	scripts/setup.sh rust
+	cargo bench --locked -p loopback-guard-core --bench core
 
 lint:
 	cargo fmt --all --check
