@@ -223,11 +223,11 @@ impl Guard {
             }
         }
 
-        let source =
-            host.property(property::SOURCE_ADDRESS)?.map(|raw| String::from_utf8_lossy(&raw).into_owned());
-        facts.source_address = source.clone();
+        facts.source_address = host.property(property::SOURCE_ADDRESS)?.map(|raw| {
+            String::from_utf8(raw).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        });
         if self.policy.require_loopback {
-            check_loopback(source.as_deref())?;
+            check_loopback(facts.source_address.as_deref())?;
         }
 
         // A digest exists only for a presented certificate: where there is one, it answers
@@ -313,8 +313,9 @@ fn peer_certificate_digest(host: &impl Host) -> Result<Option<String>, Refusal> 
         return Ok(None);
     };
     match String::from_utf8(raw) {
-        Ok(digest) if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            Ok(Some(digest.to_ascii_lowercase()))
+        Ok(mut digest) if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            digest.make_ascii_lowercase();
+            Ok(Some(digest))
         }
         Ok(digest) if digest.is_empty() => Ok(None),
         _ => Err(Refusal::because(Reason::CertificateUnavailable, "malformed certificate digest")),
