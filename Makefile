@@ -7,7 +7,7 @@ SHELL := /bin/bash
 WASM := dist/loopback_guard.wasm
 export LOOPBACK_GUARD_WASM := $(CURDIR)/$(WASM)
 
-.PHONY: setup build test test-unit test-wasm test-integration test-matrix soak test-deploy test-oci demo image push fuzz bench bench-core lint clean
+.PHONY: setup build test test-unit test-wasm test-integration test-matrix soak test-deploy test-oci demo image push fuzz bench bench-core lint clean istio-manifests test-xds
 
 setup:
 	scripts/setup.sh
@@ -59,11 +59,28 @@ image: build
 ## Pushes both images with skopeo: make push REGISTRY=host[:port]/repo TAG=tag
 ## (TAG and TAG-artifact; plain HTTP for a loopback registry; REGISTRY_CREDS or
 ## REGISTRY_AUTHFILE for one that needs credentials, REGISTRY_CERT_DIR for a private CA).
-## Writes dist/wasmplugin.yaml, filled in.
+## Writes dist/wasmplugin.yaml, filled in, and dist/istio/ for ISTIO_VERSION (make istio-manifests).
 push: image
 	@if [ -z "$(REGISTRY)" ] || [ -z "$(TAG)" ]; then \
 	  echo "usage: make push REGISTRY=host[:port]/repo TAG=tag" >&2; exit 2; fi
-	REGISTRY='$(REGISTRY)' TAG='$(TAG)' scripts/oci-push.sh
+	REGISTRY='$(REGISTRY)' TAG='$(TAG)' ISTIO_VERSION='$(ISTIO_VERSION)' ISTIO_RESOURCE='$(ISTIO_RESOURCE)' scripts/oci-push.sh
+
+ISTIO_VERSION ?= 1.31
+
+## The Istio manifests for one Istio version (1.26 to 1.31), into dist/istio/: the WasmPlugin
+## (1.26-1.29) or the TrafficExtension (1.30+), the loopback listener naming it as that version's
+## istiod serves it, the demo app and backend (docs/istio.md). With REGISTRY and TAG, the module's
+## url and manifest digest are filled in from dist/oci (run `make image` first; `make push`
+## does both). ISTIO_RESOURCE=wasmplugin keeps the WasmPlugin on 1.30+ (an internal name).
+istio-manifests:
+	ISTIO_VERSION='$(ISTIO_VERSION)' ISTIO_RESOURCE='$(ISTIO_RESOURCE)' REGISTRY='$(REGISTRY)' TAG='$(TAG)' \
+	  scripts/istio-manifests.sh
+
+## The xDS-fed sidecar-shaped Envoy cases alone (integration/tests/istio_sidecar.rs; `make test`
+## runs them within test-integration).
+test-xds: build
+	scripts/setup.sh xds
+	ENVOY_BIN="$$(scripts/envoy.sh)" cargo test --locked -p loopback-guard-integration --test istio_sidecar -- --test-threads 2
 
 ## deploy/ checked offline: Istio manifests against the CRD and Kubernetes schemas and each
 ## other, the EnvoyFilter's listener in `envoy --mode validate` (with the built module), the

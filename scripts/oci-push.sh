@@ -6,7 +6,8 @@
 # Digests are preserved (skopeo refuses to push if it would have to change them), so what the
 # registry serves has exactly the digests `make image` printed. Afterwards the digest served
 # for REGISTRY:TAG is checked and a WasmPlugin with url and sha256 filled in is written to
-# $WASMPLUGIN_OUT (default dist/wasmplugin.yaml).
+# $WASMPLUGIN_OUT (default dist/wasmplugin.yaml), and every Istio manifest for $ISTIO_VERSION
+# (default 1.31; scripts/istio-manifests.py) to $ISTIO_OUT (default: istio/ beside it).
 #
 # Transport and credentials:
 #   a registry on 127.0.0.1, localhost or [::1] is spoken to in plain HTTP; any other with TLS
@@ -23,6 +24,7 @@ registry=${1:-${REGISTRY:-}}
 tag=${2:-${TAG:-}}
 layout=${OCI_LAYOUT:-$ROOT/dist/oci}
 out=${WASMPLUGIN_OUT:-$ROOT/dist/wasmplugin.yaml}
+istio_out=${ISTIO_OUT:-$(dirname "$out")/istio}
 if [ -z "$registry" ] || [ -z "$tag" ]; then die "usage: REGISTRY=host[:port]/repo TAG=tag $0"; fi
 [[ "$registry" == */* ]] || die "REGISTRY must name a repository too: host[:port]/repo, got $registry"
 [[ "$registry" != *://* ]] || die "REGISTRY is host[:port]/repo, without a scheme: $registry"
@@ -91,3 +93,11 @@ if ! grep -q "^  url: oci://$registry:$tag\$" "$out" || ! grep -q "${image_diges
   die "could not fill in $out"
 fi
 log "wrote $out (url oci://$registry:$tag, sha256 ${image_digest#sha256:})"
+
+# The same module for the chosen Istio version: the WasmPlugin or the TrafficExtension and the
+# listener naming it as that version's istiod serves it.
+istio_args=(--istio-version "${ISTIO_VERSION:-1.31}" --out "$istio_out"
+  --url "oci://$registry:$tag" --sha256 "${image_digest#sha256:}")
+[ -z "${ISTIO_RESOURCE:-}" ] || istio_args+=(--resource "$ISTIO_RESOURCE")
+"$("$ROOT/scripts/py.sh")" "$ROOT/scripts/istio-manifests.py" "${istio_args[@]}"
+log "wrote $istio_out for Istio ${ISTIO_VERSION:-1.31} (url oci://$registry:$tag)"

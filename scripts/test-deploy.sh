@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Checks deploy/ offline (scripts/validate-manifests.py says how): test-deploy.sh [MODULE]
-# Istio manifests against deploy/schemas/istio-crds.yaml and Kubernetes' schemas, against
+# Istio manifests of both families (WasmPlugin for Istio 1.26-1.29, TrafficExtension for 1.30+)
+# and a fresh rendering for every supported Istio version (scripts/istio-manifests.py) against
+# deploy/schemas/istio-crds.yaml and Kubernetes' schemas, against
 # each other, the EnvoyFilter's listener in a real `envoy --mode validate` inside a sidecar-shaped
 # bootstrap (also with the WasmPlugin inlined and the built module loaded), the compose file
 # against deploy/schemas/compose-spec.json, and a self-test that breaks each of these on

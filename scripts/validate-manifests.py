@@ -1,18 +1,27 @@
 #!/usr/bin/env python3
 """Checks what deploy/ ships, offline, the way the real consumers would.
 
-  validate-manifests.py [--envoy ENVOY] [--wasm MODULE] [--self-test] [--no-consistency] [FILE ...]
+  validate-manifests.py [--envoy ENVOY] [--wasm MODULE] [--self-test] [--no-consistency]
+                        [--istio-version V] [FILE ...]
 
-1. Every Kubernetes manifest (default: deploy/istio/*.yaml; or the FILEs given) is validated:
+Without FILEs it checks both families of Istio manifests: deploy/istio/*.yaml (the sources, and
+the rendering for Istio 1.26-1.29: a WasmPlugin) and deploy/istio/istio-1.30-and-later/ with
+deploy/istio's demo-app.yaml and backend.yaml (Istio 1.30+: a TrafficExtension); that both are
+what scripts/istio-manifests.py renders; and a fresh rendering for every supported Istio version
+(and the translated-WasmPlugin variant on 1.30+), each through checks 1 and 2.
+
+1. Every Kubernetes manifest (or the FILEs given) is validated:
    Istio kinds against the openAPIV3Schema of their kind and version in
    deploy/schemas/istio-crds.yaml, with unknown fields rejected as `kubectl apply` does
    (strict field validation) and the schema's CEL rules (x-kubernetes-validations) evaluated;
    core kinds (Deployment, Service, ...) against Kubernetes' own schemas (kubernetes-validate,
    strict).
 2. The manifests are checked against each other (unless --no-consistency): the listener asks
-   for the WasmPlugin by the name Istio serves it under, the selectors pick the demo pod, the
-   ports agree, the pod shares the certificate directory istio-agent writes, the
-   security-relevant settings are fail-closed.
+   for the WasmPlugin or TrafficExtension by the name that Istio version's istiod serves it
+   under (the rule is written out here, apart from the renderer's), the selectors pick the demo
+   pod, the ports agree, the pod shares the certificate directory istio-agent writes, the
+   security-relevant settings are fail-closed, and nothing in the listener can keep Envoy from
+   becoming ready (a deny-all default for the plugin, applied without warming).
 3. With --envoy: the EnvoyFilter's listener is put into a bootstrap shaped like an Istio
    sidecar's (deploy/istio/testdata/sidecar-bootstrap.yaml) and checked with
    `envoy --mode validate`, twice: as written (the filter fetched over ECDS), and with the
@@ -58,7 +67,23 @@ PLUGIN_FIELDS = {
 }
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
-WASMPLUGIN_ECDS_PREFIX = "extensions.istio.io/wasmplugin/"
+ROUTER = "envoy.filters.http.router"
+
+# What istiod serves a plugin resource under over ECDS, by Istio minor version: 1.26-1.29 serve
+# WasmPlugins (pilot/pkg/model/extensions.go, WasmPluginResourceNamePrefix); 1.30+ serve only
+# TrafficExtensions, a WasmPlugin as the TrafficExtension "<name>~istio-translated-wasmplugin"
+# (pilot/pkg/networking/core/extension_config_builder.go, pilot/pkg/config/kube/extensions/
+# translate.go). Kept apart from scripts/istio-manifests.py on purpose: each checks the other.
+ISTIO_VERSIONS = range(26, 32)
+FAMILY_A, FAMILY_B = 29, 31  # the checked-in examples: deploy/istio/, deploy/istio/istio-1.30-and-later/
+FAMILY_B_DIR = os.path.join(ROOT, "deploy", "istio", "istio-1.30-and-later")
+
+
+def expected_ecds_name(minor, kind, namespace, name):
+    if minor < 30:
+        return f"extensions.istio.io/wasmplugin/{namespace}.{name}" if kind == "WasmPlugin" else None
+    suffix = "~istio-translated-wasmplugin" if kind == "WasmPlugin" else ""
+    return f"extensions.istio.io/trafficextension/{namespace}.{name}{suffix}"
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -166,6 +191,9 @@ CEL_RULES = {
         lambda v: v.get("valueFrom", "") != "HOST" or "value" not in v,
     "(has(self.selector) ? 1 : 0) + (has(self.targetRef) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1":
         lambda v: _count(v, ("selector", "targetRef", "targetRefs")) <= 1,
+    "(has(self.selector) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1":
+        lambda v: _count(v, ("selector", "targetRefs")) <= 1,
+    "has(self.wasm) != has(self.lua)": lambda v: ("wasm" in v) != ("lua" in v),
     "(has(self.workloadSelector) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1":
         lambda v: _count(v, ("workloadSelector", "targetRefs")) <= 1,
     'has(self.context) ? ((self.context == "WAYPOINT") ? has(self.waypoint) : !has(self.waypoint)) : !has(self.waypoint)':
@@ -263,33 +291,44 @@ def http_filters(listener):
     return dig(listener, "filter_chains", 0, "filters", 0, "typed_config", "http_filters", default=[])
 
 
-def check_consistency(docs):
-    plugins, filters = only(docs, "WasmPlugin"), only(docs, "EnvoyFilter")
+def plugin_fields(plugin):
+    """The module's fields: the WasmPlugin's spec, or a TrafficExtension's spec.wasm."""
+    spec = plugin.get("spec", {})
+    return spec.get("wasm", {}) if plugin.get("kind") == "TrafficExtension" else spec
+
+
+def check_consistency(docs, minor):
+    plugins = only(docs, "WasmPlugin") + only(docs, "TrafficExtension")
+    filters = only(docs, "EnvoyFilter")
     deployments = [(w, d) for w, d in only(docs, "Deployment") if d["metadata"]["name"] == "demo-app"]
     if len(plugins) != 1 or len(filters) != 1 or len(deployments) != 1:
-        problem("deploy/istio", f"expected one WasmPlugin, one EnvoyFilter and the demo-app Deployment, found "
-                f"{len(plugins)}, {len(filters)}, {len(deployments)}")
+        problem("deploy/istio", f"expected one WasmPlugin or TrafficExtension, one EnvoyFilter and the demo-app "
+                f"Deployment, found {len(plugins)}, {len(filters)}, {len(deployments)}")
         return None
     (pw, plugin), (fw, envoy_filter), (dw, deployment) = plugins[0], filters[0], deployments[0]
-    spec = plugin["spec"]
+    selectors = plugin["spec"]
+    spec = plugin_fields(plugin)
+    field = "spec.wasm" if plugin["kind"] == "TrafficExtension" else "spec"
 
     # The plugin: fail closed, the module's root id, only the module's own configuration fields.
-    expect = {"phase": "AUTHN", "failStrategy": "FAIL_CLOSE", "pluginName": ROOT_ID}
+    if selectors.get("phase") != "AUTHN":
+        problem(pw, f"spec.phase is {selectors.get('phase')!r}, expected 'AUTHN'")
+    expect = {"failStrategy": "FAIL_CLOSE", "pluginName": ROOT_ID}
     for key, want in expect.items():
         if spec.get(key) != want:
-            problem(pw, f"spec.{key} is {spec.get(key)!r}, expected {want!r}")
+            problem(pw, f"{field}.{key} is {spec.get(key)!r}, expected {want!r}")
     if not spec.get("url", "").startswith("oci://"):
-        problem(pw, "spec.url must be an oci:// URL")
+        problem(pw, f"{field}.url must be an oci:// URL")
     if not re.fullmatch(r"[0-9a-f]{64}", spec.get("sha256", "")):
-        problem(pw, "spec.sha256 must be set (64 hex digits): without it the image is not verified")
+        problem(pw, f"{field}.sha256 must be set (64 hex digits): without it the image is not verified")
     unknown = sorted(set(spec.get("pluginConfig", {})) - PLUGIN_FIELDS)
     if unknown:
-        problem(pw, f"spec.pluginConfig has fields the module does not know: {unknown}")
+        problem(pw, f"{field}.pluginConfig has fields the module does not know: {unknown}")
     if dig(spec, "pluginConfig", "mode", default="enforce") != "enforce":
-        problem(pw, "spec.pluginConfig.mode must be enforce in the shipped manifest")
+        problem(pw, f"{field}.pluginConfig.mode must be enforce in the shipped manifest")
     env = {e["name"]: e for e in dig(spec, "vmConfig", "env", default=[])}
     if dig(env, "TRUST_DOMAIN", "valueFrom") != "HOST":
-        problem(pw, "spec.vmConfig.env must pass TRUST_DOMAIN from the host (valueFrom: HOST)")
+        problem(pw, f"{field}.vmConfig.env must pass TRUST_DOMAIN from the host (valueFrom: HOST)")
 
     # The listener: on loopback, client certificate required, Istio's SDS secrets, the plugin
     # first and fetched by the name Istio serves it under.
@@ -314,20 +353,44 @@ def check_consistency(docs):
         if sds.get("name") != name or cluster != "sds-grpc":
             problem(fw, f"SDS secret {name!r} must come from the sds-grpc cluster (found {sds.get('name')!r} "
                     f"from {cluster!r})")
+        # Istio's own default/ROOTCA configs (pkg/model/authentication.go): identical configs
+        # share one subscription; any other would be a second one with a timeout of its own.
+        if dig(sds, "sds_config", "initial_fetch_timeout") != "0s" or \
+                dig(sds, "sds_config", "api_config_source", "set_node_on_first_message_only") is not True:
+            problem(fw, f"SDS secret {name!r}: the config must be Istio's own (initial_fetch_timeout 0s, "
+                    "set_node_on_first_message_only), to share its subscription")
+    for key in ("disable_stateless_session_resumption", "disable_stateful_session_resumption"):
+        if tls.get(key) is not True:
+            problem(fw, f"{key} must be true: TLS session resumption stays off (defence in depth)")
+    hcm = dig(listener, "filter_chains", 0, "filters", 0, "typed_config", default={})
+    if hcm.get("use_remote_address") is not True:
+        problem(fw, "use_remote_address must be true: the downstream address is the TCP peer, never X-Forwarded-For")
+    if hcm.get("skip_xff_append") is not True:
+        problem(fw, "skip_xff_append must be true: X-Forwarded-For leaves as the app sent it, as on Istio's outbound")
     filters_ = http_filters(listener)
-    ecds_name = f"{WASMPLUGIN_ECDS_PREFIX}{plugin['metadata'].get('namespace')}.{plugin['metadata']['name']}"
+    want_name = expected_ecds_name(minor, plugin["kind"], plugin["metadata"].get("namespace"),
+                                   plugin["metadata"]["name"])
     first = filters_[0] if filters_ else {}
-    if first.get("name") != ecds_name:
-        problem(fw, f"the first HTTP filter must be {ecds_name!r} (how Istio serves this WasmPlugin), "
-                f"found {first.get('name')!r}")
+    if want_name is None:
+        problem(pw, f"Istio 1.{minor} has no {plugin['kind']} (TrafficExtension is new in 1.30)")
+    elif first.get("name") != want_name:
+        problem(fw, f"the first HTTP filter must be {want_name!r} (how Istio 1.{minor}'s istiod serves this "
+                f"{plugin['kind']}), found {first.get('name')!r}")
     discovery = first.get("config_discovery", {})
     if sorted(discovery.get("type_urls", [])) != sorted([WASM_TYPE, RBAC_TYPE]):
         problem(fw, "the plugin's config_discovery must accept the Wasm type and the RBAC type "
                 "(istio-agent's deny-all stand-in when the module cannot be loaded)")
-    if dig(discovery, "config_source", "initial_fetch_timeout") != "0s":
-        problem(fw, "initial_fetch_timeout must be 0s: the listener must not serve before the plugin loaded")
-    if not filters_ or filters_[-1].get("name") != "envoy.filters.http.router":
-        problem(fw, "the last HTTP filter must be the router")
+    if not is_deny_all(discovery.get("default_config")):
+        problem(fw, "the plugin's config_discovery needs a deny-all RBAC default_config: without it a "
+                "missing plugin either blocks start-up or disables the filter")
+    if discovery.get("apply_default_config_without_warming") is not True:
+        problem(fw, "apply_default_config_without_warming must be true: a plugin that never arrives must not "
+                "keep the listener (and with it the pod) from becoming ready")
+    if dig(discovery, "config_source", "initial_fetch_timeout") == "0s":
+        problem(fw, "the plugin's initial_fetch_timeout must not be 0s: the default config already fails closed")
+    names = [f.get("name") for f in filters_]
+    if names[-3:] != ["envoy.filters.http.fault", "envoy.filters.http.cors", ROUTER]:
+        problem(fw, f"the HTTP filters must end with fault, cors, router as Istio's own do, found {names[-3:]}")
 
     # Same namespace, and the selectors pick the demo pod.
     namespaces = {plugin["metadata"].get("namespace"), envoy_filter["metadata"].get("namespace"),
@@ -335,14 +398,14 @@ def check_consistency(docs):
     if len(namespaces) != 1:
         problem("deploy/istio", f"WasmPlugin, EnvoyFilter and Deployment must share a namespace, found {namespaces}")
     pod_labels = dig(deployment, "spec", "template", "metadata", "labels", default={})
-    for where, selector in ((pw, dig(spec, "selector", "matchLabels")),
+    for where, selector in ((pw, dig(selectors, "selector", "matchLabels")),
                             (fw, dig(envoy_filter, "spec", "workloadSelector", "labels"))):
         if not selector or any(pod_labels.get(k) != v for k, v in selector.items()):
             problem(where, f"selector {selector} does not select the demo-app pod (labels {pod_labels})")
 
     # The WasmPlugin's match keeps Istio from inserting it into its own listeners: it must name
     # exactly the loopback listener's port, server side.
-    match = spec.get("match", [])
+    match = selectors.get("match", [])
     ports = [p.get("number") for m in match for p in m.get("ports", [])]
     if [m.get("mode") for m in match] != ["SERVER"] or ports != [port]:
         problem(pw, f"spec.match must be mode SERVER, ports [{port}] (the loopback listener), found {match}")
@@ -361,6 +424,9 @@ def check_consistency(docs):
                 "sidecar.istio.io/userVolumeMount mounts")
     else:
         volume = sidecar_mount[0]["name"]
+        if volume == "istio-certs":
+            problem(dw, "the certificate volume must not be named istio-certs: the injector adds its own volume "
+                    "of that name when global.mountMtlsCerts is true")
         if dig(volumes, volume, "emptyDir", "medium") != "Memory":
             problem(dw, f"volume {volume!r} must be an in-memory emptyDir (it holds the private key)")
         app_mounts = [m for c in dig(deployment, "spec", "template", "spec", "containers", default=[])
@@ -374,10 +440,26 @@ def check_consistency(docs):
 # Envoy
 
 
+def is_deny_all(config):
+    """An HTTP RBAC config that denies every request: ALLOW with no policies, or DENY with a
+    policy whose permissions and principals are `any`."""
+    if not isinstance(config, dict) or config.get("@type") != RBAC_TYPE:
+        return False
+    rules = config.get("rules")
+    if not isinstance(rules, dict) or config.get("matcher") or config.get("shadow_rules"):
+        return False
+    if rules.get("action", "ALLOW") == "ALLOW":
+        return not rules.get("policies")
+    if rules.get("action") != "DENY":
+        return False
+    return any(p.get("permissions") == [{"any": True}] and p.get("principals") == [{"any": True}]
+               for p in rules.get("policies", {}).values())
+
+
 def inline_plugin(listener, plugin, wasm):
-    """The listener with the WasmPlugin inlined as istio-agent hands it to Envoy over ECDS."""
+    """The listener with the plugin inlined as istio-agent hands it to Envoy over ECDS."""
     listener = copy.deepcopy(listener)
-    spec = plugin["spec"]
+    spec = plugin_fields(plugin)
     env = dig(spec, "vmConfig", "env", default=[])
     config = {
         "name": f"{plugin['metadata']['namespace']}.{plugin['metadata']['name']}",
@@ -492,8 +574,8 @@ def check_dockerfile(path):
         ok(f"{rel(path)}: FROM scratch, one COPY of the module to plugin.wasm (context dist/)")
 
 
-def check_all(docs, envoy=None, wasm=None, consistency=True, quiet=False):
-    """Runs every check on parsed manifests; returns the problems found."""
+def check_all(docs, envoy=None, wasm=None, consistency=True, quiet=False, minor=FAMILY_A, label=""):
+    """Runs every check on parsed manifests (for Istio 1.<minor>); returns the problems found."""
     problems.clear()
     say = (lambda text: None) if quiet else (lambda text: ok(text[4:]) if text.startswith("ok: ") else print(text))
     crd_schemas = load_crd_schemas()
@@ -505,18 +587,19 @@ def check_all(docs, envoy=None, wasm=None, consistency=True, quiet=False):
     if not consistency:
         return list(problems)
     before = len(problems)
-    found = check_consistency(docs)
+    found = check_consistency(docs, minor)
     if len(problems) == before:
-        say("ok: the manifests agree with each other (names, selectors, ports, certificates, fail-closed)")
+        say(f"ok: {label or 'the manifests'} agree with each other for Istio 1.{minor} (ECDS name, selectors, "
+            "ports, certificates, fail-closed, never blocking start-up)")
     if envoy and found:
         listener, plugin = found
-        envoy_validate(envoy, listener, "EnvoyFilter listener as written, plugin over ECDS", say)
+        envoy_validate(envoy, listener, f"{label or 'EnvoyFilter'} listener as written, plugin over ECDS", say)
         if wasm:
             if not os.path.isfile(wasm):
                 problem("--wasm", f"{wasm}: no such file (run make build)")
             else:
                 envoy_validate(envoy, inline_plugin(listener, plugin, wasm),
-                               "plugin inlined as istio-agent delivers it, with the built module", say)
+                               f"{label or 'plugin'} inlined as istio-agent delivers it, with the built module", say)
     return list(problems)
 
 
@@ -533,6 +616,16 @@ def _set(path, value):
 
 
 _DELETE = object()
+
+
+def rename_volume(deployment, new):
+    """Renames the certificate volume everywhere the pod names it."""
+    text = json.dumps(deployment)
+    old = dig(deployment, "spec", "template", "spec", "volumes", 0, "name")
+    renamed = json.loads(text.replace(f'\\"name\\": \\"{old}\\"', f'\\"name\\": \\"{new}\\"')
+                         .replace(f'"name": "{old}"', f'"name": "{new}"'))
+    deployment.clear()
+    deployment.update(renamed)
 _LISTENER = ["spec", "configPatches", 0, "patch", "value"]
 _HCM = _LISTENER + ["filter_chains", 0, "filters", 0, "typed_config"]
 _TLS = _LISTENER + ["filter_chains", 0, "transport_socket", "typed_config"]
@@ -559,6 +652,39 @@ SELF_TESTS = [
     ("unknown EnvoyFilter field", "EnvoyFilter", _set(["spec", "workloadSelectorr"], {}), "was unexpected", None),
     ("wrong ECDS name", "EnvoyFilter", _set(_HCM + ["http_filters", 0, "name"], "loopback-guard"),
      "the first HTTP filter must be", None),
+    ("plugin without a default config", "EnvoyFilter",
+     _set(_HCM + ["http_filters", 0, "config_discovery", "default_config"], _DELETE),
+     "deny-all RBAC default_config", None),
+    ("default config that allows", "EnvoyFilter",
+     _set(_HCM + ["http_filters", 0, "config_discovery", "default_config", "rules", "action"], "ALLOW"),
+     "deny-all RBAC default_config", None),
+    ("listener warming on the plugin", "EnvoyFilter",
+     _set(_HCM + ["http_filters", 0, "config_discovery", "apply_default_config_without_warming"], False),
+     "apply_default_config_without_warming must be true", None),
+    ("plugin fetch that blocks start-up", "EnvoyFilter",
+     _set(_HCM + ["http_filters", 0, "config_discovery", "config_source", "initial_fetch_timeout"], "0s"),
+     "initial_fetch_timeout must not be 0s", None),
+    ("downstream address from X-Forwarded-For", "EnvoyFilter", _set(_HCM + ["use_remote_address"], False),
+     "use_remote_address must be true", None),
+    ("X-Forwarded-For appended", "EnvoyFilter", _set(_HCM + ["skip_xff_append"], _DELETE),
+     "skip_xff_append must be true", None),
+    ("TLS session resumption on", "EnvoyFilter", _set(_TLS + ["disable_stateless_session_resumption"], False),
+     "resumption stays off", None),
+    ("an SDS config of its own", "EnvoyFilter",
+     _set(_TLS + ["common_tls_context", "tls_certificate_sds_secret_configs", 0, "sds_config",
+                  "initial_fetch_timeout"], "5s"), "to share its subscription", None),
+    ("no fault filter", "EnvoyFilter", lambda d: dig(d, *_HCM, "http_filters").pop(-3),
+     "must end with fault, cors, router", None),
+    ("TrafficExtension fail-open", "TrafficExtension", _set(["spec", "wasm", "failStrategy"], "FAIL_OPEN"),
+     "spec.wasm.failStrategy is 'FAIL_OPEN'", None),
+    ("unknown TrafficExtension field", "TrafficExtension", _set(["spec", "wasm", "pluginNam"], "x"),
+     "'pluginNam' was unexpected", None),
+    ("TrafficExtension with Lua too (CEL)", "TrafficExtension",
+     _set(["spec", "lua"], {"inlineCode": "x"}), "exactly one of wasm or lua must be set", None),
+    ("TrafficExtension attached to Istio's own listeners", "TrafficExtension", _set(["spec", "match"], _DELETE),
+     "spec.match must be mode SERVER", None),
+    ("certificate volume named istio-certs", "Deployment",
+     lambda d: rename_volume(d, "istio-certs"), "must not be named istio-certs", None),
     ("client certificate optional", "EnvoyFilter", _set(_TLS + ["require_client_certificate"], False),
      "must require a client certificate", None),
     ("listener on all interfaces", "EnvoyFilter", _set(_LISTENER + ["address", "socket_address", "address"],
@@ -593,10 +719,15 @@ COMPOSE_SELF_TESTS = [
 ]
 
 
-def self_test(docs, envoy, wasm):
-    """Each row breaks one thing in the shipped manifests; the checks must notice, naming it."""
+def self_test(docs, envoy, wasm, minor=FAMILY_A):
+    """Each row breaks one thing in the shipped manifests; the checks must notice, naming it.
+    Rows for the WasmPlugin run on the 1.26-1.29 family, rows for the TrafficExtension on the
+    1.30+ one, the rest on both; the compose rows once."""
     failures = 0
+    kinds = {d.get("kind") for _, d in docs}
     for name, kind, mutate, expect, needs in SELF_TESTS:
+        if kind not in kinds:
+            continue
         if (needs and not envoy) or (needs == "wasm" and not wasm):
             print(f"skip: self-test {name!r} (needs --envoy{' and --wasm' if needs == 'wasm' else ''})")
             continue
@@ -605,14 +736,15 @@ def self_test(docs, envoy, wasm):
                    (kind != "Deployment" or d["metadata"]["name"] == "demo-app")]
         mutate(targets[0])
         found = check_all(mutated, envoy=envoy if needs else None, wasm=wasm if needs == "wasm" else None,
-                          quiet=True)
+                          quiet=True, minor=minor)
         if any(expect in p for p in found):
-            ok(f"self-test {name!r} caught")
+            ok(f"self-test {name!r} caught (Istio 1.{minor})")
         else:
             failures += 1
-            print(f"FAIL: self-test {name!r}: no problem mentioning {expect!r}; got {found}", file=sys.stderr)
+            print(f"FAIL: self-test {name!r} (Istio 1.{minor}): no problem mentioning {expect!r}; got {found}",
+                  file=sys.stderr)
     compose = os.path.join(ROOT, "deploy", "compose", "compose.yaml")
-    if os.path.exists(compose):
+    if os.path.exists(compose) and minor == FAMILY_A:
         with open(compose) as f:
             original = yaml.safe_load(f)
         for name, mutate, expect in COMPOSE_SELF_TESTS:
@@ -630,6 +762,66 @@ def self_test(docs, envoy, wasm):
     return failures
 
 
+def family_docs():
+    """(label, Istio minor version, parsed docs) for the two checked-in families."""
+    base = os.path.join(ROOT, "deploy", "istio")
+    shared = [os.path.join(base, n) for n in ("demo-app.yaml", "backend.yaml")]
+    return [
+        ("deploy/istio (Istio 1.26-1.29, WasmPlugin)", FAMILY_A,
+         load_manifests(sorted(glob.glob(os.path.join(base, "*.yaml"))))),
+        ("deploy/istio/istio-1.30-and-later (TrafficExtension)", FAMILY_B,
+         load_manifests(sorted(glob.glob(os.path.join(FAMILY_B_DIR, "*.yaml"))) + shared)),
+    ]
+
+
+def renderer():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("istio_manifests", os.path.join(ROOT, "scripts", "istio-manifests.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_renderings():
+    """The checked-in families are renderings of the sources, and a fresh rendering for every
+    supported Istio version (and the translated WasmPlugin on 1.30+) passes checks 1 and 2."""
+    render = renderer()
+    found = []
+    for minor, directory in ((FAMILY_A, os.path.join(ROOT, "deploy", "istio")), (FAMILY_B, FAMILY_B_DIR)):
+        diff = render.check(render.render(f"1.{minor}"), directory)
+        if diff:
+            found += [f"{rel(directory)}: {d} (run scripts/istio-manifests.py for 1.{minor} and commit it)" for d in diff]
+        else:
+            ok(f"{rel(directory)} is the rendering for Istio 1.{minor}")
+    variants = [(m, None) for m in ISTIO_VERSIONS] + [(m, "wasmplugin") for m in ISTIO_VERSIONS if m >= 30]
+    if sorted(render.SUPPORTED) != list(ISTIO_VERSIONS):
+        found.append(f"scripts/istio-manifests.py supports {sorted(render.SUPPORTED)}, this validator "
+                     f"{list(ISTIO_VERSIONS)}: add a new version to both")
+    for minor, resource in variants:
+        label = f"rendered for Istio 1.{minor}{' (WasmPlugin, translated name)' if resource else ''}"
+        files = render.render(f"1.{minor}", resource)
+        docs = [(f"{label}: {name}#{i}", doc) for name, text in sorted(files.items())
+                for i, doc in enumerate(yaml.safe_load_all(text)) if doc is not None]
+        got = check_all(docs, minor=minor, quiet=True)
+        if got:
+            found += got
+        else:
+            ok(f"{label}: {', '.join(sorted(files))} valid and consistent")
+    # The defect this guards against: a listener rendered for 1.26-1.29 asks 1.30+ for a name
+    # its istiod never serves.
+    old = render.render(f"1.{FAMILY_A}")
+    new = render.render(f"1.{FAMILY_B}")
+    mixed = [(n, d) for n, t in (("listener 1.29", old["envoyfilter-loopback-listener.yaml"]),
+                                 ("extension 1.31", new["trafficextension.yaml"]),
+                                 ("demo-app", new["demo-app.yaml"])) for d in yaml.safe_load_all(t) if d]
+    if any("how Istio 1.31's istiod serves" in p for p in check_all(mixed, minor=FAMILY_B, quiet=True)):
+        ok("a listener rendered for 1.29 is refused for 1.31 (it names what 1.31's istiod never serves)")
+    else:
+        found.append("a 1.29 listener with a 1.31 TrafficExtension was not refused")
+    problems.clear()
+    return found
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envoy", help="Envoy binary for --mode validate")
@@ -638,19 +830,29 @@ def main():
                         help="only schema checks (for extra files such as a rendered WasmPlugin)")
     parser.add_argument("--self-test", action="store_true",
                         help="also break the manifests one way at a time and expect each to be caught")
-    parser.add_argument("files", nargs="*", help="manifests to check (default: deploy/istio/*.yaml)")
+    parser.add_argument("--istio-version", default=f"1.{FAMILY_A}",
+                        help="with FILEs: the Istio version they are for (default 1.29)")
+    parser.add_argument("files", nargs="*", help="manifests to check (default: both families, every rendering)")
     args = parser.parse_args()
 
-    paths = args.files or sorted(glob.glob(os.path.join(ROOT, "deploy", "istio", "*.yaml")))
-    docs = load_manifests(paths)
-    found = check_all(docs, envoy=args.envoy, wasm=args.wasm, consistency=not args.no_consistency)
-
+    found = []
+    if args.files:
+        minor = int(args.istio_version.split(".")[1])
+        families = [("the files given", minor, load_manifests(args.files))]
+    else:
+        families = family_docs()
+    for label, minor, docs in families:
+        found += check_all(docs, envoy=args.envoy, wasm=args.wasm, consistency=not args.no_consistency,
+                           minor=minor, label=label)
     if not args.files:
+        found += check_renderings()
         check_dockerfile(os.path.join(ROOT, "Dockerfile"))
+        found += list(problems)
+        problems.clear()
     compose = os.path.join(ROOT, "deploy", "compose", "compose.yaml")
     if not args.files and os.path.exists(compose):
         validate_compose(compose)
-        found = list(problems) if problems else found
+        found += list(problems)
 
     if found:
         print(f"\n{len(found)} problem(s):", file=sys.stderr)
@@ -658,7 +860,10 @@ def main():
             print(f"  {p}", file=sys.stderr)
         print(f"validate-manifests: {passed[0]} passed, {len(found)} failed")
         return 1
-    failed = self_test(docs, args.envoy, args.wasm) if args.self_test else 0
+    failed = 0
+    if args.self_test:
+        for label, minor, docs in families:
+            failed += self_test(docs, args.envoy, args.wasm, minor)
     print(f"validate-manifests: {passed[0]} passed, {failed} failed")
     return 1 if failed else 0
 
