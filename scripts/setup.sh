@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the other scripts need, only what is missing:
-#   setup.sh [all|rust|wasm|envoy|bindgen|integration]
+#   setup.sh [all|rust|wasm|envoy|bindgen|integration|xds]
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -17,6 +17,11 @@ wasm() {
 integration() {
   # The survival test writes raw HTTP over TLS with `openssl s_client`.
   command -v openssl >/dev/null || apt_install openssl
+}
+
+xds() {
+  # The xDS test control plane's Python (xds-protos, grpcio) for integration/tests/istio_sidecar.rs.
+  "$ROOT/scripts/xds-python.sh" >/dev/null
 }
 
 envoy() {
@@ -36,7 +41,7 @@ bindgen() {
 
 case "${1:-all}" in
   # (not `a && b`: bash ignores set -e inside functions called from an && list)
-  all) rust; wasm; bindgen; envoy; integration ;;
-  rust | wasm | envoy | bindgen | integration) "$1" ;;
-  *) die "usage: $0 [all|rust|wasm|envoy|bindgen|integration]" ;;
+  all) rust; wasm; bindgen; envoy; integration; xds ;;
+  rust | wasm | envoy | bindgen | integration | xds) "$1" ;;
+  *) die "usage: $0 [all|rust|wasm|envoy|bindgen|integration|xds]" ;;
 esac

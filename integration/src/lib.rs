@@ -15,6 +15,7 @@ pub mod envoy;
 pub mod load;
 pub mod pki;
 pub mod scenario;
+pub mod sidecar;
 
 use std::fmt;
 use std::path::PathBuf;
