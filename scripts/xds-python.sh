@@ -10,6 +10,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PINS=(xds-protos==1.85.0 grpcio==1.85.1 protobuf==7.36.2 PyYAML==6.0.3)
 venv="$CACHE/xds"
 stamp="$venv/.pins"
+# One installer at a time (tests in separate processes may ask together).
+mkdir -p "$CACHE"
+exec 9>"$CACHE/xds.lock"
+flock 9
 
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "${PINS[*]}" ]; then
   if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then

@@ -12,6 +12,7 @@ use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -46,8 +47,14 @@ pub fn istiod_ecds_name(minor: u32, kind: &str, namespace: &str, name: &str) -> 
     }
 }
 
-/// The Python with xds-protos and grpcio (installed on first use by `scripts/xds-python.sh`).
+/// The Python with xds-protos and grpcio (installed on first use by `scripts/xds-python.sh`),
+/// looked up once per test process: tests running in parallel must not install it twice.
 pub fn xds_python() -> Result<PathBuf> {
+    static PYTHON: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    PYTHON.get_or_init(|| find_xds_python().map_err(|err| err.to_string())).clone().map_err(Error::new)
+}
+
+fn find_xds_python() -> Result<PathBuf> {
     if let Some(python) = std::env::var_os("LOOPBACK_GUARD_XDS_PYTHON").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(python));
     }
