@@ -90,7 +90,8 @@ fn documents(text: &str) -> Result<Vec<Yaml>, serde_norway::Error> {
 }
 
 fn looks_like_manifest(text: &str) -> bool {
-    text.lines().any(|line| line.starts_with("kind:") || line.starts_with("apiVersion:"))
+    text.lines()
+        .any(|line| ["kind:", "apiVersion:", "static_resources:"].iter().any(|key| line.starts_with(key)))
 }
 
 /// A Kubernetes object or an Envoy bootstrap: something that carries a configuration rather
