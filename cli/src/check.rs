@@ -9,10 +9,12 @@ use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::host::{CliHost, PeerCertificate, Pod, Request};
+use crate::host::{self, CliHost, PeerCertificate, Pod, Request, TrustedCas};
 use crate::{emit, read_configs, CheckArgs, Failure, Io, Style, EXIT_OK, EXIT_REFUSED};
 
 const METHOD: &str = "GET";
+/// The verdict when the listener's handshake (`--ca`) refuses the certificate.
+const HANDSHAKE_REFUSED: &str = "handshake_refused";
 
 /// The steps of README's "How a decision is made", in order.
 const STEPS: [&str; 6] = [
@@ -63,8 +65,9 @@ struct Step {
 /// Everything the check found, as `--output json` prints it.
 #[derive(Serialize)]
 struct Report<'a> {
+    /// `allow`, `deny`, `would_deny`, or `handshake_refused` (with --ca).
     verdict: &'static str,
-    reason: &'static str,
+    reason: Option<&'static str>,
     detail: Option<&'a str>,
     exit_code: u8,
     certificate: Option<CertificateReport<'a>>,
@@ -75,9 +78,9 @@ struct Report<'a> {
     policy: String,
     steps: &'a [Step],
     /// The filter's log level for the decision line.
-    log_level: &'static str,
+    log_level: Option<&'static str>,
     /// The line, exactly as the filter would log it.
-    decision_line: &'a str,
+    decision_line: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -99,10 +102,9 @@ pub(crate) fn run(args: &CheckArgs, json: bool, io: &mut Io<'_>) -> Result<u8, F
         None => OffsetDateTime::now_utc().unix_timestamp(),
     };
     let (configuration, policy) = policy(args)?;
-    let peer = match &args.cert {
-        Some(path) => Some(PeerCertificate::read(path).map_err(|e| Failure::usage(e.to_string()))?),
-        None => None,
-    };
+    let usage = |e: crate::host::CertFileError| Failure::usage(e.to_string());
+    let peer = args.cert.as_deref().map(PeerCertificate::read).transpose().map_err(usage)?;
+    let cas = args.ca.as_deref().map(TrustedCas::read).transpose().map_err(usage)?;
     let listener_principal = match (&args.principal, &args.namespace, &args.service_account) {
         (Some(id), _, _) => Some(id.clone()),
         // Istio's sidecar serves the pod's own workload certificate on the listener.
@@ -119,26 +121,50 @@ pub(crate) fn run(args: &CheckArgs, json: bool, io: &mut Io<'_>) -> Result<u8, F
     let request =
         Request { source_address: args.source.clone(), path: args.path.clone(), method: METHOD.into(), now };
     let host = CliHost { peer: peer.as_ref(), pod: &pod, request: &request };
+    let handshake = match (&peer, &cas) {
+        (Some(peer), Some(cas)) => Some(host::handshake(peer, cas, now)),
+        _ => None,
+    };
 
     let mut guard = Guard::new(policy.clone(), &host);
     let mut notice = guard.take_notice();
-    let decision = guard.decide(&host);
+    // A refused handshake ends the connection before the filter sees a request.
+    let decision = match &handshake {
+        Some(Err(_)) => None,
+        _ => Some(guard.decide(&host)),
+    };
     notice = notice.or_else(|| guard.take_notice());
     let labels =
         RequestLabels { connection_id: None, request_id: None, method: Some(METHOD), path: Some(&args.path) };
-    let line = decision_line(&decision, &labels);
+    let line = decision.as_ref().map(|decision| decision_line(decision, &labels));
 
     let svid = peer.as_ref().map(|peer| SvidFacts::from_der(&peer.der));
     let svid = svid.as_ref().and_then(|facts| facts.as_ref().ok());
-    let steps = steps(&policy, &decision, &request, svid);
-    let code = if decision.verdict == Verdict::Allow { EXIT_OK } else { EXIT_REFUSED };
-    let log_level = if decision.verdict == Verdict::Allow { "info" } else { "warning" };
+    let mut all_steps = Vec::new();
+    if let Some(handshake) = &handshake {
+        all_steps.push(match handshake {
+            Ok(why) => Step { step: "TLS handshake", status: Status::Pass, why: why.clone() },
+            Err(why) => Step { step: "TLS handshake", status: Status::Fail, why: why.clone() },
+        });
+    }
+    match &decision {
+        Some(decision) => all_steps.extend(steps(&policy, decision, &request, svid, cas.is_some())),
+        None => all_steps.extend(STEPS.iter().map(|step| Step {
+            step,
+            status: Status::NotReached,
+            why: String::new(),
+        })),
+    }
+    let verdict = decision.as_ref().map_or(HANDSHAKE_REFUSED, |d| d.verdict.as_str());
+    let allowed = decision.as_ref().is_some_and(|d| d.verdict == Verdict::Allow);
+    let code = if allowed { EXIT_OK } else { EXIT_REFUSED };
+    let log_level = decision.as_ref().map(|_| if allowed { "info" } else { "warning" });
 
     let text = if json {
         let report = Report {
-            verdict: decision.verdict.as_str(),
-            reason: decision.reason.as_str(),
-            detail: decision.detail.as_deref(),
+            verdict,
+            reason: decision.as_ref().map(|d| d.reason.as_str()),
+            detail: decision.as_ref().and_then(|d| d.detail.as_deref()),
             exit_code: code,
             certificate: peer.as_ref().map(|peer| CertificateReport {
                 file: peer.path.display().to_string(),
@@ -149,13 +175,16 @@ pub(crate) fn run(args: &CheckArgs, json: bool, io: &mut Io<'_>) -> Result<u8, F
                 not_before: svid.map(|s| time_text(s.not_before)),
                 not_after: svid.map(|s| time_text(s.not_after)),
             }),
-            expected_principal: decision.expected_principal.as_ref().map(|p| p.as_str()),
+            expected_principal: decision
+                .as_ref()
+                .and_then(|d| d.expected_principal.as_ref())
+                .map(|p| p.as_str()),
             principal_notice: notice.as_deref(),
             configuration: configuration.as_deref(),
             policy: crate::policy_summary(&policy),
-            steps: &steps,
+            steps: &all_steps,
             log_level,
-            decision_line: &line,
+            decision_line: line.as_deref(),
         };
         serde_json::to_string_pretty(&report).map_err(|e| Failure::usage(e.to_string()))? + "\n"
     } else {
@@ -177,7 +206,7 @@ pub(crate) fn run(args: &CheckArgs, json: bool, io: &mut Io<'_>) -> Result<u8, F
                         time_text(s.not_before),
                         time_text(s.not_after)
                     ),
-                    None => "not an X509-SVID (see step 5)".into(),
+                    None => "not an X509-SVID (see the X509-SVID rules)".into(),
                 };
                 field("", &id);
                 field("", &format!("sha256 {}", peer.sha256));
@@ -189,24 +218,37 @@ pub(crate) fn run(args: &CheckArgs, json: bool, io: &mut Io<'_>) -> Result<u8, F
         field("config", &configuration.clone().unwrap_or_else(|| "none: every default".into()));
         field("", &crate::policy_summary(&policy));
         out.push_str(&format!("\n{}\n", style.bold("Steps (the first that fails decides)")));
-        for (number, step) in steps.iter().enumerate() {
-            out.push_str(&format!(
-                "  {}. {:<22} {} {}\n",
-                number + 1,
-                step.step,
-                step.status.label(style),
-                step.why
-            ));
+        let first = if handshake.is_some() { 0 } else { 1 };
+        for (number, step) in all_steps.iter().enumerate() {
+            let row =
+                format!("  {}. {:<22} {} {}", number + first, step.step, step.status.label(style), step.why);
+            out.push_str(row.trim_end());
+            out.push('\n');
         }
-        let verdict = decision.verdict.as_str();
-        let verdict = match decision.verdict {
-            Verdict::Allow => style.good(verdict),
-            Verdict::Deny => style.bad(verdict),
-            Verdict::WouldDeny => style.warn(verdict),
-        };
-        out.push_str(&format!("\n{} {verdict}, {}\n", style.bold("Verdict:"), decision.reason.as_str()));
-        out.push_str(&format!("  {}\n", consequence(&decision)));
-        out.push_str(&format!("\n{} (at {log_level}):\n{line}\n", style.bold("The filter would log")));
+        match (&decision, &line) {
+            (Some(decision), Some(line)) => {
+                let verdict = match decision.verdict {
+                    Verdict::Allow => style.good(verdict),
+                    Verdict::Deny => style.bad(verdict),
+                    Verdict::WouldDeny => style.warn(verdict),
+                };
+                out.push_str(&format!(
+                    "\n{} {verdict}, {}\n",
+                    style.bold("Verdict:"),
+                    decision.reason.as_str()
+                ));
+                out.push_str(&format!("  {}\n", consequence(decision)));
+                let level = log_level.unwrap_or_default();
+                out.push_str(&format!("\n{} (at {level}):\n{line}\n", style.bold("The filter would log")));
+            }
+            _ => {
+                out.push_str(&format!("\n{} {}\n", style.bold("Verdict:"), style.bad(HANDSHAKE_REFUSED)));
+                out.push_str(
+                    "  Envoy's TLS turns the client away before the filter runs (the listener's \
+                     ssl.fail_verify_error counter): no request, no decision line.\n",
+                );
+            }
+        }
         out
     };
     emit(io, &text)?;
@@ -300,7 +342,13 @@ fn step_of(reason: Reason) -> Option<usize> {
 
 /// The steps, from the decision the core made: those before the deciding one passed (or were
 /// turned off), the deciding one says why, later ones were not reached.
-fn steps(policy: &Policy, decision: &Decision, request: &Request, svid: Option<&SvidFacts>) -> Vec<Step> {
+fn steps(
+    policy: &Policy,
+    decision: &Decision,
+    request: &Request,
+    svid: Option<&SvidFacts>,
+    handshake_checked: bool,
+) -> Vec<Step> {
     let decided = step_of(decision.reason);
     let reason = decision.reason;
     let detail = decision.detail.as_deref();
@@ -365,7 +413,7 @@ fn steps(policy: &Policy, decision: &Decision, request: &Request, svid: Option<&
                     };
                     (if reason.is_allow() { Status::Allow } else { Status::Fail }, why)
                 }
-                _ => passed(index, policy, request, bare_path, svid, decision),
+                _ => passed(index, policy, request, bare_path, svid, decision, handshake_checked),
             };
             Step { step: name, status, why }
         })
@@ -380,15 +428,18 @@ fn passed(
     bare_path: &str,
     svid: Option<&SvidFacts>,
     decision: &Decision,
+    handshake_checked: bool,
 ) -> (Status, String) {
     match index {
         0 if policy.exempt_paths.is_empty() => (Status::Skip, "no exempt_paths configured".into()),
         0 => (Status::Pass, format!("{bare_path} is not in exempt_paths {:?}", policy.exempt_paths)),
         1 if !policy.require_loopback => (Status::Skip, "require_loopback is false".into()),
         1 => (Status::Pass, format!("{} is a loopback address", request.source_address)),
-        2 => {
-            (Status::Pass, "presented, and its chain taken as validated (Envoy's handshake checks it)".into())
-        }
+        2 if handshake_checked => (Status::Pass, "presented, and validated in the handshake".into()),
+        2 => (
+            Status::Pass,
+            "presented; its chain is taken as validated (--ca checks it as Envoy's handshake does)".into(),
+        ),
         3 => (
             Status::Pass,
             format!(

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use loopback_guard_core::host::{property, Host, HostError};
 use loopback_guard_core::pem;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
 
 /// Where the peer certificate was read from, and in which form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +38,10 @@ pub struct PeerCertificate {
     pub format: CertFormat,
     /// Certificates in the file (the leaf and any intermediates).
     pub chain_length: usize,
+    /// The leaf.
     pub der: Vec<u8>,
+    /// Every certificate of the file, the leaf first.
+    pub chain: Vec<Vec<u8>>,
     /// Lowercase hex SHA-256 of the DER: `connection.sha256_peer_certificate_digest`.
     pub sha256: String,
 }
@@ -66,41 +71,10 @@ impl PeerCertificate {
 
     /// A certificate from the bytes of `path`: PEM (one certificate or a chain, leaf first) or DER.
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, CertFileError> {
-        let name = path.display();
-        let error = |what: String| CertFileError(format!("{name}: {what}"));
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(error("the file is empty, not a certificate".into()));
-        }
-        let (format, chain_length, der) = if contains(bytes, BEGIN.as_bytes()) {
-            let text = std::str::from_utf8(bytes).map_err(|_| error("PEM text that is not UTF-8".into()))?;
-            let blocks = pem_blocks(text).map_err(error)?;
-            let certificates: Vec<&PemBlock<'_>> =
-                blocks.iter().filter(|block| block.label == "CERTIFICATE").collect();
-            let Some(leaf) = certificates.first() else {
-                let labels: Vec<&str> = blocks.iter().map(|block| block.label).collect();
-                return Err(error(format!(
-                    "no CERTIFICATE block, only {}: pass the certificate file, not the key",
-                    labels.join(", ")
-                )));
-            };
-            let der = pem::certificate_der(leaf.text.as_bytes())
-                .map_err(|e| error(format!("the first certificate: {e}")))?;
-            (CertFormat::Pem, certificates.len(), der)
-        } else if bytes.first() == Some(&0x30) {
-            (CertFormat::Der, 1, bytes.to_vec())
-        } else if std::str::from_utf8(bytes).is_ok() {
-            return Err(error("text without a -----BEGIN CERTIFICATE----- block: not a certificate".into()));
-        } else {
-            return Err(error(
-                "neither PEM nor DER (DER starts with a SEQUENCE, 0x30): not a certificate".into(),
-            ));
-        };
-        check_der_envelope(&der).map_err(|e| match format {
-            CertFormat::Pem => error(format!("the first certificate's content is not DER: {e}")),
-            CertFormat::Der => error(format!("not a DER certificate: {e}")),
-        })?;
+        let (format, chain) = certificates(path, bytes)?;
+        let der = chain.first().cloned().unwrap_or_default();
         let sha256 = pem::sha256_hex(&der);
-        Ok(Self { path: path.to_owned(), format, chain_length, der, sha256 })
+        Ok(Self { path: path.to_owned(), format, chain_length: chain.len(), der, chain, sha256 })
     }
 
     /// The leaf as Envoy gives it in `connection.peer_certificate`: PEM, 64 columns, newlines.
@@ -113,6 +87,129 @@ impl PeerCertificate {
         }
         pem.push_str("-----END CERTIFICATE-----\n");
         pem
+    }
+}
+
+/// Every certificate in a PEM or DER file, in order (at least one).
+fn certificates(path: &Path, bytes: &[u8]) -> Result<(CertFormat, Vec<Vec<u8>>), CertFileError> {
+    let name = path.display();
+    let error = |what: String| CertFileError(format!("{name}: {what}"));
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(error("the file is empty, not a certificate".into()));
+    }
+    if contains(bytes, BEGIN.as_bytes()) {
+        let text = std::str::from_utf8(bytes).map_err(|_| error("PEM text that is not UTF-8".into()))?;
+        let blocks = pem_blocks(text).map_err(error)?;
+        let mut chain = Vec::new();
+        for block in blocks.iter().filter(|block| block.label == "CERTIFICATE") {
+            let number = chain.len() + 1;
+            let der = pem::certificate_der(block.text.as_bytes())
+                .map_err(|e| error(format!("certificate {number}: {e}")))?;
+            check_der_envelope(&der)
+                .map_err(|e| error(format!("certificate {number}: its content is not DER: {e}")))?;
+            chain.push(der);
+        }
+        if chain.is_empty() {
+            let labels: Vec<&str> = blocks.iter().map(|block| block.label).collect();
+            return Err(error(format!(
+                "no CERTIFICATE block, only {}: pass the certificate file, not the key",
+                labels.join(", ")
+            )));
+        }
+        Ok((CertFormat::Pem, chain))
+    } else if bytes.first() == Some(&0x30) {
+        check_der_envelope(bytes).map_err(|e| error(format!("not a DER certificate: {e}")))?;
+        Ok((CertFormat::Der, vec![bytes.to_vec()]))
+    } else if std::str::from_utf8(bytes).is_ok() {
+        Err(error("text without a -----BEGIN CERTIFICATE----- block: not a certificate".into()))
+    } else {
+        Err(error("neither PEM nor DER (DER starts with a SEQUENCE, 0x30): not a certificate".into()))
+    }
+}
+
+/// The CAs the listener trusts for client certificates (`validation_context.trusted_ca`).
+#[derive(Debug, Clone)]
+pub struct TrustedCas {
+    pub path: PathBuf,
+    pub ders: Vec<Vec<u8>>,
+}
+
+impl TrustedCas {
+    pub fn read(path: &Path) -> Result<Self, CertFileError> {
+        let bytes =
+            fs::read(path).map_err(|e| CertFileError(format!("cannot read {}: {e}", path.display())))?;
+        let (_, ders) = certificates(path, &bytes)?;
+        for (index, der) in ders.iter().enumerate() {
+            X509Certificate::from_der(der).map_err(|e| {
+                CertFileError(format!("{}: certificate {} does not parse: {e}", path.display(), index + 1))
+            })?;
+        }
+        Ok(Self { path: path.to_owned(), ders })
+    }
+}
+
+/// Longer chains than any mesh uses; bounds the walk.
+const MAX_CHAIN: usize = 8;
+
+/// What the listener's TLS handshake decides on `peer`: each certificate from the leaf up is
+/// within its validity at `now` and signed by the next, an intermediate from the peer's file or
+/// a CA of `cas`. A simplification of BoringSSL's verification (no revocation, policies or
+/// name constraints), enough to tell which certificates Envoy turns away before the filter runs.
+pub fn handshake(peer: &PeerCertificate, cas: &TrustedCas, now: i64) -> Result<String, String> {
+    fn parse<'a>(der: &'a [u8], what: &str) -> Result<X509Certificate<'a>, String> {
+        X509Certificate::from_der(der)
+            .map(|(_, cert)| cert)
+            .map_err(|e| format!("{what} does not parse: {e}"))
+    }
+    let chain: Vec<X509Certificate<'_>> = peer
+        .chain
+        .iter()
+        .enumerate()
+        .map(|(index, der)| parse(der, &format!("certificate {} of {}", index + 1, peer.path.display())))
+        .collect::<Result<_, _>>()?;
+    let roots: Vec<X509Certificate<'_>> =
+        cas.ders.iter().map(|der| parse(der, "a trusted CA")).collect::<Result<_, _>>()?;
+    let signed_by = |cert: &X509Certificate<'_>, issuer: &X509Certificate<'_>| {
+        issuer.is_ca()
+            && cert.issuer().as_raw() == issuer.subject().as_raw()
+            && cert.verify_signature(Some(issuer.public_key())).is_ok()
+    };
+    let Some(mut current) = chain.first() else {
+        return Err("no certificate".into());
+    };
+    for depth in 0..MAX_CHAIN {
+        let which = if depth == 0 {
+            "the certificate".to_owned()
+        } else {
+            format!("intermediate {}", current.subject())
+        };
+        within_validity(current, now).map_err(|e| format!("{which} {e}"))?;
+        if let Some(root) = roots.iter().find(|root| signed_by(current, root)) {
+            within_validity(root, now).map_err(|e| format!("the trusted CA {} {e}", root.subject()))?;
+            return Ok(format!("chains to {} in {}", root.subject(), cas.path.display()));
+        }
+        match chain.iter().skip(1).find(|next| signed_by(current, next)) {
+            Some(next) => current = next,
+            None => {
+                return Err(format!(
+                    "{which} (issuer {}) is not signed by a CA in {}",
+                    current.issuer(),
+                    cas.path.display()
+                ))
+            }
+        }
+    }
+    Err(format!("no trusted CA within {MAX_CHAIN} certificates"))
+}
+
+fn within_validity(cert: &X509Certificate<'_>, now: i64) -> Result<(), String> {
+    let validity = cert.validity();
+    if now < validity.not_before.timestamp() {
+        Err(format!("is not valid before {}", validity.not_before))
+    } else if now > validity.not_after.timestamp() {
+        Err(format!("expired at {}", validity.not_after))
+    } else {
+        Ok(())
     }
 }
 
@@ -295,7 +392,11 @@ mod tests {
             ("cut header", b"-----BEGIN CERTIF".to_vec(), "closing dashes"),
             ("truncated der", SEQ[..4].to_vec(), "truncated: 3 bytes announced, 2 present"),
             ("der with trailing bytes", [SEQ, &[0]].concat(), "1 bytes after"),
-            ("not der inside pem", pem_of(b"hello", "CERTIFICATE").into_bytes(), "not DER"),
+            (
+                "not der inside pem",
+                pem_of(b"hello", "CERTIFICATE").into_bytes(),
+                "certificate 1: its content is not DER",
+            ),
             (
                 "bad base64",
                 b"-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n".to_vec(),

@@ -86,6 +86,11 @@ struct CheckArgs {
     /// reach the filter).
     #[arg(long)]
     no_cert: bool,
+    /// The CAs the listener trusts for client certificates (its validation_context.trusted_ca,
+    /// e.g. the mesh root): also decide the TLS handshake, which turns away a certificate of
+    /// another CA or out of its validity before the filter runs.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
     /// The plugin configuration: JSON, or a manifest that carries it [default: every default].
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,

@@ -210,6 +210,40 @@ fn check_shows_why_at_the_deciding_step() {
 }
 
 #[test]
+fn check_with_ca_decides_the_handshake_too() {
+    let files = Files::new();
+    let (ca, app, _, _) = svid(APP, false);
+    let (other_ca, _, _, _) = svid(APP, false);
+    let ca = files.write("ca.pem", &ca);
+    let other_ca = files.write("other-ca.pem", &other_ca);
+    let app = files.write("app.pem", &app);
+    let pod = ["--namespace", "demo", "--service-account", "app"];
+    let cases: Vec<(&str, Vec<&str>, i32, &str, &str)> = vec![
+        ("the trusted CA", vec!["--ca", path(&ca)], 0, "allow", "0. TLS handshake          pass  chains to"),
+        ("another CA", vec!["--ca", path(&other_ca)], 1, "handshake_refused", "is not signed by a CA in"),
+        (
+            "expired",
+            vec!["--ca", path(&ca), "--at", "2101-01-01T00:00:00Z"],
+            1,
+            "handshake_refused",
+            "expired at",
+        ),
+        ("no --ca", vec![], 0, "allow", "taken as validated"),
+    ];
+    for (name, extra, code, verdict, why) in cases {
+        let args: Vec<&str> = ["check", "--cert", path(&app)].into_iter().chain(pod).chain(extra).collect();
+        let output = run(&args);
+        let stdout = text(&output.stdout);
+        assert_eq!(output.status.code(), Some(code), "{name}: {stdout}");
+        assert!(stdout.contains(&format!("Verdict: {verdict}")) && stdout.contains(why), "{name}: {stdout}");
+        let args: Vec<&str> = args.into_iter().chain(["--output", "json"]).collect();
+        let report: serde_json::Value = serde_json::from_slice(&run(&args).stdout).unwrap();
+        assert_eq!(report["verdict"], verdict, "{name}");
+        assert_eq!(report["decision_line"].is_null(), verdict == "handshake_refused", "{name}");
+    }
+}
+
+#[test]
 fn bad_input_is_exit_2_with_a_clear_message() {
     let files = Files::new();
     let (_, app, _, key) = svid(APP, false);
@@ -242,6 +276,7 @@ fn bad_input_is_exit_2_with_a_clear_message() {
         ("a key", owned(&["check", "--cert", path(&key)]), "no CERTIFICATE block, only PRIVATE KEY"),
         ("binary", owned(&["check", "--cert", path(&binary)]), "neither PEM nor DER"),
         ("a directory", owned(&["check", "--cert", path(files.dir.path())]), "cannot read"),
+        ("--ca not a certificate", with_app(&["--ca", "/dev/null"]), "the file is empty"),
         ("empty config", owned(&["check", "--cert", path(&app_pem), "--config", path(&empty)]), "empty"),
         (
             "invalid config",
