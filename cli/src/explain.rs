@@ -68,7 +68,7 @@ pub struct Summary {
     pub non_utf8_lines: u64,
     /// Lines over 1 MiB, skipped.
     pub overlong_lines: u64,
-    /// NUL bytes anywhere: a sign that the input is not a text log at all.
+    /// NUL bytes (in lines read): a sign that the input is not a text log at all.
     pub nul_bytes: u64,
     /// All decision lines.
     pub all: Seen,
@@ -112,11 +112,11 @@ impl Summary {
     /// One line, with or without its `\n`.
     pub fn add_line(&mut self, raw: &[u8]) {
         self.lines += 1;
-        self.nul_bytes += raw.iter().filter(|byte| **byte == 0).count() as u64;
         if raw.len() > MAX_LINE {
             self.overlong_lines += 1;
             return;
         }
+        self.nul_bytes += raw.iter().filter(|byte| **byte == 0).count() as u64;
         let text = String::from_utf8_lossy(raw);
         if matches!(text, std::borrow::Cow::Owned(_)) {
             self.non_utf8_lines += 1;

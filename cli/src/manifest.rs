@@ -73,12 +73,19 @@ pub fn read(bytes: &[u8]) -> Result<Source, String> {
     match (found.is_empty(), manifests.is_empty()) {
         (false, _) => Ok(Source::Manifest(found)),
         (true, true) => Ok(Source::PluginJson),
-        (true, false) => Err(format!(
-            "no plugin configuration in {}: looked for a WasmPlugin's spec.pluginConfig, a \
-             TrafficExtension's spec.wasm.pluginConfig and a Wasm filter's config.configuration \
-             (a WasmPlugin without pluginConfig runs with every default)",
-            manifests.join("; ")
-        )),
+        (true, false) => {
+            let ecds = if documents.iter().any(|d| has_key(d, "config_discovery", 0)) {
+                "; its filter comes over ECDS (config_discovery): validate the WasmPlugin it names"
+            } else {
+                ""
+            };
+            Err(format!(
+                "no plugin configuration in {}: looked for a WasmPlugin's spec.pluginConfig, a \
+                 TrafficExtension's spec.wasm.pluginConfig and a Wasm filter's config.configuration \
+                 (a WasmPlugin without pluginConfig runs with every default){ecds}",
+                manifests.join("; ")
+            ))
+        }
     }
 }
 
@@ -87,6 +94,20 @@ fn documents(text: &str) -> Result<Vec<Yaml>, serde_norway::Error> {
         .map(Yaml::deserialize)
         .filter(|document| !matches!(document, Ok(Yaml::Null)))
         .collect()
+}
+
+fn has_key(node: &Yaml, key: &str, depth: usize) -> bool {
+    if depth > MAX_DEPTH {
+        return false;
+    }
+    match node {
+        Yaml::Mapping(mapping) => {
+            mapping.iter().any(|(k, v)| k.as_str() == Some(key) || has_key(v, key, depth + 1))
+        }
+        Yaml::Sequence(items) => items.iter().any(|item| has_key(item, key, depth + 1)),
+        Yaml::Tagged(tagged) => has_key(&tagged.value, key, depth + 1),
+        Yaml::Null | Yaml::Bool(_) | Yaml::Number(_) | Yaml::String(_) => false,
+    }
 }
 
 fn looks_like_manifest(text: &str) -> bool {
@@ -324,6 +345,8 @@ spec:
         assert!(read(b" \n\t").unwrap_err().contains("empty"));
         let duplicate = "kind: WasmPlugin\nspec:\n  pluginConfig: {mode: audit, mode: enforce}\n";
         assert!(read(duplicate.as_bytes()).unwrap_err().starts_with("not valid YAML: "));
+        let ecds = "kind: EnvoyFilter\nspec:\n  x: {config_discovery: {}}\n";
+        assert!(read(ecds.as_bytes()).unwrap_err().contains("over ECDS"));
         let bad_value = "kind: X\nconfig:\n  configuration: {\"@type\": type.googleapis.com/google.protobuf.StringValue, value: [1]}\n";
         assert!(read(bad_value.as_bytes()).unwrap_err().contains("must be a string"));
     }
