@@ -360,6 +360,14 @@ fn steps(
         Some(detail) => format!("{}: {detail}", reason.as_str()),
         None => format!("{}: {fallback}", reason.as_str()),
     };
+    let Some(_) = decided else {
+        // A host error, or a reason this command does not place: no step can be called passed.
+        let mut steps: Vec<Step> =
+            STEPS.iter().map(|step| Step { step, status: Status::NotReached, why: String::new() }).collect();
+        let status = if reason.is_allow() { Status::Allow } else { Status::Fail };
+        steps.push(Step { step: "decision", status, why: explain(reason.as_str().replace('_', " ")) });
+        return steps;
+    };
     STEPS
         .iter()
         .enumerate()
@@ -467,6 +475,26 @@ fn passed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_decision_without_a_step_marks_none_passed() {
+        let policy = Policy::from_json(b"{}", None).unwrap();
+        let request =
+            Request { source_address: "127.0.0.1:1".into(), path: "/".into(), method: "GET".into(), now: 0 };
+        let decision = Decision::deny(Reason::HostError, "connection.mtls is [7]");
+        let steps = steps(&policy, &decision, &request, None, false);
+        assert!(steps[..6].iter().all(|step| step.status == Status::NotReached));
+        assert_eq!(steps[6].status, Status::Fail);
+        assert_eq!(steps[6].why, "host_error: connection.mtls is [7]");
+        let decision = Decision::deny(Reason::SvidExpired, "");
+        let decision = Decision { detail: None, ..decision };
+        let steps = super::steps(&policy, &decision, &request, None, false);
+        assert_eq!(
+            steps.iter().map(|s| s.status).collect::<Vec<_>>(),
+            [Status::Skip, Status::Pass, Status::Pass, Status::Pass, Status::Fail, Status::NotReached]
+        );
+        assert_eq!(steps[4].why, "svid_expired: the certificate has expired");
+    }
 
     #[test]
     fn every_reason_has_a_step() {
