@@ -86,7 +86,7 @@ test-oci: build
 FUZZ_SECONDS ?= 180
 
 ## Fuzz every parser of untrusted input (XFCC, PEM, certificate, configuration, the whole
-## decision) with libFuzzer for FUZZ_SECONDS each (default 180); fails on any crash. One target:
+## decision, the command's manifest and log readers) with libFuzzer for FUZZ_SECONDS each (default 180); fails on any crash. One target:
 ## `make fuzz FUZZ_TARGETS=xfcc`.
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(FUZZ_TARGETS)
