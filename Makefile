@@ -7,7 +7,7 @@ SHELL := /bin/bash
 WASM := dist/loopback_guard.wasm
 export LOOPBACK_GUARD_WASM := $(CURDIR)/$(WASM)
 
-.PHONY: setup build test test-unit test-wasm test-integration test-matrix soak test-deploy test-oci demo image push fuzz bench bench-core lint clean istio-manifests test-xds
+.PHONY: setup build test test-unit test-cli test-wasm test-integration test-matrix soak test-deploy test-oci demo image push fuzz bench bench-core lint clean istio-manifests test-xds
 
 setup:
 	scripts/setup.sh
@@ -15,13 +15,19 @@ setup:
 build:
 	scripts/build-wasm.sh
 
-## Every test: the pure core natively and on wasm32, the filter in a real Envoy, the shipped
-## manifests and the OCI round trip.
-test: test-unit test-wasm test-integration test-deploy test-oci
+## Every test: the pure core natively and on wasm32, the `loopback-guard` command, the filter in
+## a real Envoy (with the command's parity test), the shipped manifests and the OCI round trip.
+test: test-unit test-cli test-wasm test-integration test-deploy test-oci
 
 test-unit:
 	scripts/setup.sh rust
 	cargo test --locked -p loopback-guard-core
+
+## The `loopback-guard` command (cli/): unit tests, and the built binary on good and bad input.
+## Its parity with the filter in Envoy is in test-integration (integration/tests/cli_parity.rs).
+test-cli:
+	scripts/setup.sh rust
+	cargo test --locked -p loopback-guard-cli
 
 test-wasm:
 	scripts/test-wasm.sh
@@ -97,7 +103,7 @@ test-oci: build
 FUZZ_SECONDS ?= 180
 
 ## Fuzz every parser of untrusted input (XFCC, PEM, certificate, configuration, the whole
-## decision) with libFuzzer for FUZZ_SECONDS each (default 180); fails on any crash. One target:
+## decision, the command's manifest and log readers) with libFuzzer for FUZZ_SECONDS each (default 180); fails on any crash. One target:
 ## `make fuzz FUZZ_TARGETS=xfcc`.
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(FUZZ_TARGETS)

@@ -3,6 +3,7 @@
 
 use std::process::{Command, ExitCode};
 
+use loopback_guard_integration::command::loopback_guard;
 use loopback_guard_integration::envoy::{envoy_bin, wasm_module, Envoy, Listener, Settings};
 use loopback_guard_integration::pki::{spiffe_id, Pki, APP_ID, NAMESPACE, SERVICE_ACCOUNT};
 use loopback_guard_integration::scenario::{all_as_expected, report, run_cases, Case, Expected};
@@ -104,7 +105,19 @@ fn run() -> Result<bool> {
         }
     }
 
-    let as_expected = all_as_expected(&outcomes);
+    // The same question without Envoy: the command runs the filter's own decision code.
+    let cert = db.cert_path.display().to_string();
+    let check = ["check", "--cert", &cert, "--namespace", NAMESPACE, "--service-account", SERVICE_ACCOUNT];
+    println!("\nThe same decision without Envoy, for the certificate of sa db\n");
+    println!("  $ loopback-guard {}\n", check.join(" "));
+    let output = loopback_guard(&check);
+    for line in output.stdout.lines().chain(output.stderr.lines()) {
+        println!("{}", format!("  {line}").trim_end());
+    }
+    let check_as_expected = output.code == 1 && output.stdout.contains("Verdict: deny, principal_mismatch");
+    println!("  (exit status {})", output.code);
+
+    let as_expected = all_as_expected(&outcomes) && check_as_expected;
     if !as_expected {
         eprintln!("\nNot every outcome is as expected. Envoy's log:\n{}", envoy.log());
     }
