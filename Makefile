@@ -7,7 +7,7 @@ SHELL := /bin/bash
 WASM := dist/loopback_guard.wasm
 export LOOPBACK_GUARD_WASM := $(CURDIR)/$(WASM)
 
-.PHONY: setup build test test-unit test-cli test-wasm test-integration test-matrix soak test-deploy test-oci demo image push fuzz bench bench-core lint clean istio-manifests test-xds
+.PHONY: setup build test test-unit test-cli test-wasm test-fuzz test-integration test-matrix soak test-deploy test-oci demo image push fuzz bench bench-validate bench-core lint msrv clean istio-manifests test-xds
 
 setup:
 	scripts/setup.sh
@@ -15,9 +15,10 @@ setup:
 build:
 	scripts/build-wasm.sh
 
-## Every test: the pure core natively and on wasm32, the `loopback-guard` command, the filter in
-## a real Envoy (with the command's parity test), the shipped manifests and the OCI round trip.
-test: test-unit test-cli test-wasm test-integration test-deploy test-oci
+## Every test: the pure core natively and on wasm32, the `loopback-guard` command, a short run of
+## every fuzz target, the filter in a real Envoy (with the command's parity test), the shipped
+## manifests and the OCI round trip.
+test: test-unit test-cli test-wasm test-fuzz test-integration test-deploy test-oci
 
 test-unit:
 	scripts/setup.sh rust
@@ -101,6 +102,12 @@ test-oci: build
 	scripts/test-oci.sh
 
 FUZZ_SECONDS ?= 180
+FUZZ_SMOKE_SECONDS ?= 5
+
+## Every fuzz target for FUZZ_SMOKE_SECONDS (default 5) each: the targets build, run and
+## do not crash on their seeds (cargo-fuzz is installed on first use).
+test-fuzz:
+	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) scripts/fuzz.sh
 
 ## Fuzz every parser of untrusted input (XFCC, PEM, certificate, configuration, the whole
 ## decision, the command's manifest and log readers) with libFuzzer for FUZZ_SECONDS each (default 180); fails on any crash. One target:
@@ -110,18 +117,30 @@ fuzz:
 
 ## What the filter costs Envoy per request, against no filter, an empty wasm filter and native
 ## RBAC, in a real Envoy (docs/performance.md). A few minutes; BENCH_* variables scale it
-## (scripts/bench.sh). Run it on an otherwise idle machine.
-bench:
-	scripts/bench.sh
+## (integration/src/bin/bench/main.rs lists them). Run it on an otherwise idle machine.
+## `make bench-validate`: every arm's Envoy config passes `envoy --mode validate` (seconds).
+BENCH_ENV = ENVOY_BIN="$$(scripts/envoy.sh)" LOOPBACK_GUARD_BENCH_EMPTY_WASM="$$(bench/build-empty.sh)"
+
+bench: build
+	$(BENCH_ENV) cargo run --locked --quiet -p loopback-guard-integration --bin bench
+
+bench-validate: build
+	$(BENCH_ENV) cargo run --locked --quiet -p loopback-guard-integration --bin bench -- validate
 
 ## The pure core's micro-benchmarks (criterion), natively.
 bench-core:
 	scripts/setup.sh rust
 	cargo bench --locked -p loopback-guard-core --bench core
 
+## rustfmt, and clippy with warnings as errors natively, on wasm32-wasip1 and on fuzz/
+## (scripts/lint.sh).
 lint:
-	cargo fmt --all --check
-	cargo clippy --locked --workspace --all-targets -- -D warnings
+	scripts/lint.sh
+
+## The workspace builds with the Rust version Cargo.toml states as its minimum (rust-version),
+## installed with rustup on first use; skipped, saying so, if rustup cannot install it.
+msrv:
+	scripts/msrv.sh
 
 clean:
 	rm -rf dist target

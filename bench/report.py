@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""The tables and JSON of a scripts/bench.sh run, from its raw measurements.
+"""The tables and JSON of a benchmark run (`make bench`), from its raw measurements.
 
 Usage: report.py RUN_DIR --json OUT.json [--machine TEXT] [--envoy TEXT] [--oha TEXT]
                  [--loadavg TEXT] [--module-sha256 HEX] [--git TEXT] [--strict-targets 1]
 
-RUN_DIR holds, per round, arm and mode, <round>-<arm>-<mode>.json (what the driver measured),
+RUN_DIR holds arms.json (the arms' names and labels, in the tables' order) and, per round, arm
+and mode, <round>-<arm>-<mode>.json (what the driver, integration/src/bin/bench, measured),
 .oha.json (oha's output), .stats0 and .stats1 (Envoy's counters before and after). Exit status:
 2 when a measurement did not take its arm's path (the numbers would be meaningless), 1 when
 --strict-targets 1 and a target is missed, else 0.
@@ -18,17 +19,9 @@ import re
 import statistics
 import sys
 
-ARM_ORDER = ["A0", "A1", "A2", "A3", "A4", "A5", "A2-deny", "A3-deny"]
-ARM_LABEL = {
-    "A0": "no filter",
-    "A1": "empty wasm filter",
-    "A2": "native RBAC",
-    "A3": "loopback-guard (default)",
-    "A4": "loopback-guard, cache off",
-    "A5": "loopback-guard, log all",
-    "A2-deny": "native RBAC, rogue cert",
-    "A3-deny": "loopback-guard, rogue cert",
-}
+# Filled from RUN_DIR/arms.json: the driver's arms are the one list of them.
+ARM_ORDER = []
+ARM_LABEL = {}
 MODES = ["rate", "max", "newconn", "cpu", "cpu-newconn"]
 
 
@@ -46,7 +39,8 @@ def load(run_dir):
     """One record per measurement, with derived numbers and the path check."""
     records = []
     for meta_path in sorted(glob.glob(os.path.join(run_dir, "*.json"))):
-        if meta_path.endswith(".oha.json") or os.path.basename(meta_path).startswith("rss-"):
+        name = os.path.basename(meta_path)
+        if name.endswith(".oha.json") or name.startswith("rss-") or name == "arms.json":
             continue
         base = meta_path[: -len(".json")]
         with open(meta_path) as f:
@@ -316,6 +310,10 @@ def main():
     parser.add_argument("--strict-targets", default="0")
     args = parser.parse_args()
 
+    with open(os.path.join(args.run_dir, "arms.json")) as f:
+        for arm in json.load(f):
+            ARM_ORDER.append(arm["name"])
+            ARM_LABEL[arm["name"]] = arm["label"]
     records = load(args.run_dir)
     if not records:
         print(f"no measurements in {args.run_dir}", file=sys.stderr)

@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the pure core, natively: what the filter's own code costs per request,
-//! apart from Envoy, V8 and host calls (scripts/bench.sh measures those).
+//! apart from Envoy, V8 and host calls (`make bench` measures those).
 //!
 //! - `decide/cached`: the warm path, the certificate's checks served from the cache;
 //! - `decide/cache_off`: every request decodes, hashes, parses and checks the certificate;

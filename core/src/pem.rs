@@ -110,15 +110,15 @@ mod tests {
                 pem.replace("CERTIFICATE", "PRIVATE KEY").into_bytes(),
                 PemError::NoCertificateBlock,
             ),
-            ("bad base64", format!("{BEGIN}\n!!!!\n{END}\n").into_bytes(), PemError::Base64(String::new())),
+            (
+                "bad base64",
+                format!("{BEGIN}\nAAAA!!!!\n{END}\n").into_bytes(),
+                PemError::Base64("Invalid symbol 33, offset 4.".into()),
+            ),
             ("truncated", pem.as_bytes()[..pem.len() - 10].to_vec(), PemError::NoCertificateBlock),
         ];
         for (name, input, expected) in cases {
-            let got = certificate_der(&input);
-            match (&expected, &got) {
-                (PemError::Base64(_), Err(PemError::Base64(_))) => {}
-                _ => assert_eq!(got, Err(expected), "{name}"),
-            }
+            assert_eq!(certificate_der(&input), Err(expected), "{name}");
         }
     }
 }
