@@ -33,10 +33,10 @@ impl Seen {
     fn add(&mut self, time: Option<&str>) {
         self.count += 1;
         if let Some(time) = time {
-            if self.first.as_deref().map_or(true, |first| sortable(time) < sortable(first)) {
+            if self.first.as_deref().is_none_or(|first| sortable(time) < sortable(first)) {
                 self.first = Some(time.to_owned());
             }
-            if self.last.as_deref().map_or(true, |last| sortable(time) >= sortable(last)) {
+            if self.last.as_deref().is_none_or(|last| sortable(time) >= sortable(last)) {
                 self.last = Some(time.to_owned());
             }
         }

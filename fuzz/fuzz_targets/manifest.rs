@@ -16,7 +16,8 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!config.location.is_empty());
                 // A pluginConfig object becomes JSON that parses: the plugin may refuse its
                 // fields, never its syntax.
-                let structured = config.location.ends_with("pluginConfig") || config.location.ends_with("plugin_config");
+                let structured =
+                    config.location.ends_with("pluginConfig") || config.location.ends_with("plugin_config");
                 if let Err(e) = Policy::from_json(config.json.as_bytes(), None) {
                     assert!(!(structured && e.problem.starts_with("is not valid JSON")), "{config:?}: {e}");
                 }
