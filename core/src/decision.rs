@@ -369,15 +369,15 @@ fn not_a_probe(host: &impl Host, authorities: &[String]) -> Result<Option<&'stat
         Some("GET" | "HEAD") => {}
         _ => return Ok(Some("the method is not GET or HEAD")),
     }
+    if host.request_header("upgrade")?.is_some() || host.request_header(":protocol")?.is_some() {
+        return Ok(Some("it asks for a protocol upgrade"));
+    }
     if !host.end_of_stream() {
         return Ok(Some("a body follows the headers"));
     }
     let has_length = host.request_header("content-length")?.is_some_and(|length| length.trim() != "0");
     if has_length || host.request_header("transfer-encoding")?.is_some() {
         return Ok(Some("it announces a body"));
-    }
-    if host.request_header("upgrade")?.is_some() || host.request_header(":protocol")?.is_some() {
-        return Ok(Some("it asks for a protocol upgrade"));
     }
     let authority = host.request_header(":authority")?.unwrap_or_default().to_ascii_lowercase();
     if !(is_loopback_authority(&authority)
@@ -881,10 +881,10 @@ mod tests {
             [
                 "header :path",
                 "header :method",
-                "header content-length",
-                "header transfer-encoding",
                 "header upgrade",
                 "header :protocol",
+                "header content-length",
+                "header transfer-encoding",
                 "header :authority"
             ]
         );

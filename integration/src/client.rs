@@ -137,7 +137,19 @@ pub fn curl(
     tls: TlsVersion,
     urls: &[String],
 ) -> Result<Vec<u16>> {
+    curl_with(ca_path, identity, tls, &[], urls)
+}
+
+/// [`curl`] with more of curl's arguments before the URLs (a method, headers, a body, ...).
+pub fn curl_with(
+    ca_path: &Path,
+    identity: Option<&Credential>,
+    tls: TlsVersion,
+    args: &[&str],
+    urls: &[String],
+) -> Result<Vec<u16>> {
     let mut command = std::process::Command::new("curl");
+    command.args(args);
     command.args([
         "-s",
         "-o",

@@ -121,6 +121,9 @@ pub struct Settings {
     /// `trust_chain_verification: ACCEPT_UNTRUSTED` on both loopback listeners: Envoy then lets
     /// a certificate that fails validation through to the filter, marked as not validated.
     pub accept_untrusted: bool,
+    /// WebSocket upgrades on the loopback listeners' connection managers, as Istio's own HCMs
+    /// have them (the template has none).
+    pub websocket_upgrades: bool,
 }
 
 /// How the strict listener validates client certificates.
@@ -149,7 +152,14 @@ impl Settings {
             validator: Validator::Spiffe,
             use_remote_address: true,
             accept_untrusted: false,
+            websocket_upgrades: false,
         }
+    }
+
+    /// See [`Settings::websocket_upgrades`].
+    pub fn with_websocket_upgrades(mut self) -> Self {
+        self.websocket_upgrades = true;
+        self
     }
 
     pub fn concurrency(mut self, workers: u32) -> Self {
@@ -231,6 +241,14 @@ fn customise(mut rendered: String, pki: &Pki, settings: &Settings) -> Result<Str
             &rendered,
             "            validation_context:\n",
             "            validation_context:\n              trust_chain_verification: ACCEPT_UNTRUSTED\n",
+            2,
+        )?;
+    }
+    if settings.websocket_upgrades {
+        rendered = replace_exactly(
+            &rendered,
+            "          skip_xff_append: true\n",
+            "          skip_xff_append: true\n          upgrade_configs: [{ upgrade_type: websocket }]\n",
             2,
         )?;
     }
