@@ -215,6 +215,8 @@ fn on_the_shipped_listener_envoy_refuses_what_is_not_an_svid_of_the_trust_domain
     run_battery(Validator::Spiffe);
 }
 
+// The body of the two tests above: a failure is a test failure.
+#[allow(clippy::unwrap_used, clippy::panic)]
 fn run_battery(validator: Validator) {
     let pki = Pki::generate().unwrap();
     let other_ca = Authority::generate("another CA").unwrap();
