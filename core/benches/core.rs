@@ -184,7 +184,9 @@ mod native {
             method: Some("GET"),
             path: Some("/"),
         };
-        c.bench_function("log/decision_line", |b| b.iter(|| decision_line(black_box(&decision), &labels)));
+        c.bench_function("log/decision_line", |b| {
+            b.iter(|| decision_line(black_box(&decision), &labels, 256))
+        });
     }
 
     criterion_group!(benches, decide, certificate, log_line);

@@ -17,6 +17,15 @@ use crate::identity::{SpiffeId, TrustDomain};
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 pub const DEFAULT_CERTIFICATE_CACHE_SIZE: usize = 1024;
 pub const MAX_CERTIFICATE_CACHE_SIZE: usize = 65_536;
+/// Every string field of a decision line is cut to this many bytes unless configured.
+pub const DEFAULT_LOG_FIELD_MAX_BYTES: usize = 256;
+pub const LOG_FIELD_MAX_BYTES_RANGE: (u64, u64) = (32, 8192);
+/// Unauthenticated decision lines (denials, audit findings, exemptions) per second per worker.
+pub const DEFAULT_LOG_LINES_PER_SECOND: u32 = 10;
+pub const LOG_LINES_PER_SECOND_RANGE: (u64, u64) = (1, 10_000);
+/// How often a worker reports the decision lines it held back.
+pub const DEFAULT_LOG_SUMMARY_SECONDS: u32 = 10;
+pub const LOG_SUMMARY_SECONDS_RANGE: (u64, u64) = (1, 3600);
 
 /// What a negative decision does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,13 +99,23 @@ pub struct Policy {
     pub trust_domain: TrustDomain,
     /// Principals admitted besides the expected one (exact match).
     pub allowed_principals: Vec<SpiffeId>,
-    /// Request paths (without query) admitted without any check.
+    /// Request paths (without query) where a bodiless GET or HEAD probe is admitted without any
+    /// check.
     pub exempt_paths: Vec<String>,
+    /// Authorities (`host` or `host:port`, lowercase) an exempt probe may name besides a
+    /// loopback host.
+    pub exempt_authorities: Vec<String>,
     /// Deny peers whose source address is not loopback.
     pub require_loopback: bool,
     pub log_allowed: LogAllowed,
     /// Distinct certificates whose checks are remembered per VM; 0 turns the cache off.
     pub certificate_cache_size: usize,
+    /// The longest a string field of a decision line may be (bytes, before JSON escaping).
+    pub log_field_max_bytes: usize,
+    /// The most unauthenticated decision lines a worker writes per second.
+    pub log_lines_per_second: u32,
+    /// How often a worker writes a summary of the lines it held back.
+    pub log_summary_seconds: u32,
 }
 
 /// A configuration field that is missing, unknown or wrong.
@@ -157,6 +176,16 @@ impl Policy {
                 "require_loopback" => raw.require_loopback = Some(boolean(name, value)?),
                 "log_allowed" => raw.log_allowed = Some(string(name, value)?),
                 "certificate_cache_size" => raw.certificate_cache_size = Some(cache_size(name, value)?),
+                "exempt_authorities" => raw.exempt_authorities = string_list(name, value)?,
+                "log_field_max_bytes" => {
+                    raw.log_field_max_bytes = Some(integer(name, value, LOG_FIELD_MAX_BYTES_RANGE)?)
+                }
+                "log_lines_per_second" => {
+                    raw.log_lines_per_second = Some(integer(name, value, LOG_LINES_PER_SECOND_RANGE)?)
+                }
+                "log_summary_seconds" => {
+                    raw.log_summary_seconds = Some(integer(name, value, LOG_SUMMARY_SECONDS_RANGE)?)
+                }
                 _ => return Err(ConfigError::new(field_name(name), "unknown field")),
             }
         }
@@ -212,6 +241,10 @@ struct RawFields<'a> {
     require_loopback: Option<bool>,
     log_allowed: Option<&'a str>,
     certificate_cache_size: Option<usize>,
+    exempt_authorities: Vec<&'a str>,
+    log_field_max_bytes: Option<u64>,
+    log_lines_per_second: Option<u64>,
+    log_summary_seconds: Option<u64>,
 }
 
 impl RawFields<'_> {
@@ -268,6 +301,12 @@ impl RawFields<'_> {
             .enumerate()
             .map(|(i, raw)| exempt_path(&format!("exempt_paths[{i}]"), raw))
             .collect::<Result<_, _>>()?;
+        let exempt_authorities = self
+            .exempt_authorities
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| exempt_authority(&format!("exempt_authorities[{i}]"), raw))
+            .collect::<Result<_, _>>()?;
         let log_allowed = match self.log_allowed.unwrap_or("first_per_connection") {
             "none" => LogAllowed::None,
             "first_per_connection" => LogAllowed::FirstPerConnection,
@@ -284,6 +323,20 @@ impl RawFields<'_> {
             require_loopback: self.require_loopback.unwrap_or(true),
             log_allowed,
             certificate_cache_size: self.certificate_cache_size.unwrap_or(DEFAULT_CERTIFICATE_CACHE_SIZE),
+            exempt_authorities,
+            // In range by `integer`, which bounds them far below usize/u32::MAX.
+            log_field_max_bytes: self
+                .log_field_max_bytes
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(DEFAULT_LOG_FIELD_MAX_BYTES),
+            log_lines_per_second: self
+                .log_lines_per_second
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(DEFAULT_LOG_LINES_PER_SECOND),
+            log_summary_seconds: self
+                .log_summary_seconds
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(DEFAULT_LOG_SUMMARY_SECONDS),
         })
     }
 }
@@ -318,22 +371,61 @@ fn cache_size(field: &str, value: &Value) -> Result<usize, ConfigError> {
         })
 }
 
+fn integer(field: &str, value: &Value, (min, max): (u64, u64)) -> Result<u64, ConfigError> {
+    value.as_u64().filter(|n| (min..=max).contains(n)).ok_or_else(|| {
+        ConfigError::new(field, format!("must be an integer from {min} to {max}, not {value}"))
+    })
+}
+
 fn spiffe_id(field: &str, raw: &str) -> Result<SpiffeId, ConfigError> {
     SpiffeId::parse(raw).map_err(|e| ConfigError::new(field, format!("{raw:?} {e}")))
 }
 
+/// An exempt path must be the one form a request can match exactly: no query, no
+/// percent-encoding (a request may spell a byte either way), no empty, `.` or `..` segments, no
+/// backslash. Anything else would either never match or invite a path that routes elsewhere.
 fn exempt_path(field: &str, raw: &str) -> Result<String, ConfigError> {
+    let refuse = |why: &str| Err(ConfigError::new(field, format!("{raw:?} {why}")));
     if !raw.starts_with('/') {
-        return Err(ConfigError::new(field, format!("{raw:?} must start with '/'")));
+        return refuse("must start with '/'");
     }
     // Request paths are visible ASCII (anything else is percent-encoded on the wire).
     if raw.contains(['?', '#']) || !raw.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(ConfigError::new(
-            field,
-            format!("{raw:?} must be a bare path of visible ASCII (no query, fragment, spaces)"),
-        ));
+        return refuse("must be a bare path of visible ASCII (no query, fragment, spaces)");
+    }
+    if raw.contains('%') {
+        return refuse(
+            "must not be percent-encoded (encoded separators and dots are refused; write the path decoded)",
+        );
+    }
+    if raw.contains('\\') {
+        return refuse("must not contain a backslash");
+    }
+    let segments: Vec<&str> = raw.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    for (i, segment) in segments.iter().enumerate() {
+        match *segment {
+            "." | ".." => return refuse("must not contain '.' or '..' segments"),
+            // "/" alone, and one trailing slash, are fine; "//" anywhere is not.
+            "" if i != last || raw.ends_with("//") => return refuse("must not contain '//'"),
+            _ => {}
+        }
     }
     Ok(raw.to_owned())
+}
+
+/// `host` or `host:port`, compared lowercase with the request's `:authority`.
+fn exempt_authority(field: &str, raw: &str) -> Result<String, ConfigError> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 255
+        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+    if !ok {
+        return Err(ConfigError::new(
+            field,
+            format!("{raw:?} must be a host or host:port (letters, digits, '-', '.', '_', ':', '[', ']')"),
+        ));
+    }
+    Ok(raw.to_ascii_lowercase())
 }
 
 fn one_of(field: &str, got: &str, allowed: &[&str]) -> ConfigError {
@@ -372,6 +464,10 @@ mod tests {
             assert!(p.require_loopback);
             assert_eq!(p.log_allowed, LogAllowed::FirstPerConnection);
             assert_eq!(p.certificate_cache_size, DEFAULT_CERTIFICATE_CACHE_SIZE);
+            assert!(p.exempt_authorities.is_empty());
+            assert_eq!(p.log_field_max_bytes, DEFAULT_LOG_FIELD_MAX_BYTES);
+            assert_eq!(p.log_lines_per_second, DEFAULT_LOG_LINES_PER_SECOND);
+            assert_eq!(p.log_summary_seconds, DEFAULT_LOG_SUMMARY_SECONDS);
         }
     }
 
@@ -381,7 +477,8 @@ mod tests {
             r#"{"mode":"audit","principal":"spiffe://td/ns/a/sa/b","principal_source":"static",
                 "trust_domain":"example.org","allowed_principals":["spiffe://td/ns/a/sa/c"],
                 "exempt_paths":["/healthz"],"require_loopback":false,"log_allowed":"all",
-                "certificate_cache_size":0}"#,
+                "certificate_cache_size":0,"exempt_authorities":["Health.Local:8080"],
+                "log_field_max_bytes":64,"log_lines_per_second":2,"log_summary_seconds":60}"#,
         )
         .unwrap();
         assert_eq!(p.mode, Mode::Audit);
@@ -393,6 +490,36 @@ mod tests {
         assert!(!p.require_loopback);
         assert_eq!(p.log_allowed, LogAllowed::All);
         assert_eq!(p.certificate_cache_size, 0);
+        assert_eq!(p.exempt_authorities, ["health.local:8080"]);
+        assert_eq!((p.log_field_max_bytes, p.log_lines_per_second, p.log_summary_seconds), (64, 2, 60));
+    }
+
+    #[test_case]
+    fn exempt_paths_are_validated() {
+        let accepted = ["/", "/healthz", "/healthz/ready", "/ready/", "/a.b/c..d/.e", "/it's-fine"];
+        for path in accepted {
+            let json = serde_json::json!({ "exempt_paths": [path] }).to_string();
+            assert_eq!(policy(&json).unwrap().exempt_paths, [path], "{path}");
+        }
+        let refused = [
+            ("/healthz/../api", "'..'"),
+            ("/..", "'..'"),
+            ("/./healthz", "'.'"),
+            ("//healthz", "'//'"),
+            ("/healthz//", "'//'"),
+            ("/a//b", "'//'"),
+            ("/healthz%2Fready", "percent-encoded"),
+            ("/healthz%2fready", "percent-encoded"),
+            ("/%2e%2e/api", "percent-encoded"),
+            ("/health%7Az", "percent-encoded"),
+            ("/healthz\\ready", "backslash"),
+        ];
+        for (path, why) in refused {
+            let json = serde_json::json!({ "exempt_paths": ["/ok", path] }).to_string();
+            let err = policy(&json).unwrap_err();
+            assert_eq!(err.field, "exempt_paths[1]", "{path}: {err}");
+            assert!(err.problem.contains(why), "{path}: {err}");
+        }
     }
 
     #[test_case]
@@ -459,6 +586,13 @@ mod tests {
                 "more than once",
             ),
             ("empty name", r#"{"":0}"#, "\"\"", "unknown field"),
+            ("authority", r#"{"exempt_authorities":["a b"]}"#, "exempt_authorities[0]", "host or host:port"),
+            ("empty authority", r#"{"exempt_authorities":[""]}"#, "exempt_authorities[0]", "host"),
+            ("authority path", r#"{"exempt_authorities":["a/b"]}"#, "exempt_authorities[0]", "host"),
+            ("field bytes low", r#"{"log_field_max_bytes":8}"#, "log_field_max_bytes", "from 32 to 8192"),
+            ("field bytes type", r#"{"log_field_max_bytes":"9"}"#, "log_field_max_bytes", "integer"),
+            ("lines zero", r#"{"log_lines_per_second":0}"#, "log_lines_per_second", "from 1 to 10000"),
+            ("summary high", r#"{"log_summary_seconds":3601}"#, "log_summary_seconds", "from 1 to 3600"),
             ("top-level string", r#""{}""#, "configuration", "JSON object"),
         ];
         for (name, json, field, problem) in cases {

@@ -13,7 +13,21 @@ use crate::host::{property, Host, HostError, XFCC_HEADER};
 use crate::identity::SpiffeId;
 use crate::principal::{self, Expected, Source};
 use crate::svid::{SvidError, SvidFacts, TimeError};
+use crate::validated::Validated;
 use crate::{pem, xfcc};
+
+/// The detail of a decision admitted on a resumed TLS session.
+pub const RESUMED_DETAIL: &str =
+    "TLS session resumed: Envoy validated this certificate on an earlier handshake, not on this one";
+
+/// Said once per Envoy on a version without `connection.peer_certificate_valid`.
+pub const NO_VALIDITY_NOTICE: &str = "this Envoy does not report connection.peer_certificate_valid \
+    (Envoy before 1.39): the filter cannot tell a validated client certificate from one the \
+    listener let through unvalidated, so the listener's certificate validation is the only \
+    guard of the chain of trust (docs/envoy-versions.md)";
+
+/// The shared-data key that makes [`NO_VALIDITY_NOTICE`] once per Envoy rather than per worker.
+const NO_VALIDITY_NOTICE_KEY: &str = "loopback_guard.notice.no_validity_property";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -59,8 +73,9 @@ reasons! {
     Exempt => "exempt", "The path is in `exempt_paths`.";
     NotLoopback => "not_loopback", "The peer address is not in 127.0.0.0/8 or ::1.";
     SourceAddressUnavailable => "source_address_unavailable", "The peer address is missing or unreadable.";
+    SourceAddressForwarded => "source_address_forwarded", "The peer address was rebuilt from a request header (port 0), not taken from the TCP peer.";
     NoClientCertificate => "no_client_certificate", "The peer presented no certificate.";
-    CertificateUnvalidated => "certificate_unvalidated", "Envoy says the presented certificate failed validation.";
+    CertificateUnvalidated => "certificate_unvalidated", "Envoy did not validate the presented certificate, on this handshake or an earlier one.";
     CertificateUnavailable => "certificate_unavailable", "The peer certificate could not be obtained (or proven to be the connection's).";
     CertificateInvalid => "certificate_invalid", "The peer certificate does not decode or parse.";
     SvidUriSanCount => "svid_uri_san_count", "The certificate has no URI SAN, or more than one.";
@@ -121,6 +136,9 @@ impl Decision {
 /// Everything known about the request while the decision is being made.
 #[derive(Default)]
 struct Facts {
+    /// Why a request on an exempt path did not qualify as a probe.
+    not_a_probe: Option<&'static str>,
+    resumed: bool,
     peer: Option<Rc<SvidFacts>>,
     expected: Option<Rc<SpiffeId>>,
     source_address: Option<String>,
@@ -152,9 +170,11 @@ pub struct Guard {
     policy: Policy,
     expected: Expected,
     cache: CertCache,
-    /// A message for the operator that the glue should log once (see [`Guard::take_notice`]).
-    notice: Option<String>,
+    /// Messages for the operator that the glue should log once (see [`Guard::take_notice`]).
+    notices: Vec<String>,
     local_notice_given: bool,
+    validated: Validated,
+    validity_notice_considered: bool,
 }
 
 impl Guard {
@@ -162,12 +182,20 @@ impl Guard {
     pub fn new(policy: Policy, host: &impl Host) -> Self {
         let expected = Expected::resolve(&policy, host);
         let cache = CertCache::new(policy.certificate_cache_size);
-        let notice = match expected {
+        let notices = match expected {
             // Said at the first request, when the certificate is known.
-            Expected::LocalCertificate => None,
-            _ => Some(expected.to_string()),
+            Expected::LocalCertificate => Vec::new(),
+            _ => vec![expected.to_string()],
         };
-        Self { policy, expected, cache, notice, local_notice_given: false }
+        Self {
+            policy,
+            expected,
+            cache,
+            notices,
+            local_notice_given: false,
+            validated: Validated::default(),
+            validity_notice_considered: false,
+        }
     }
 
     pub fn policy(&self) -> &Policy {
@@ -178,9 +206,10 @@ impl Guard {
         &self.expected
     }
 
-    /// A one-time message about where the expected principal comes from, if one is due.
+    /// A one-time message for the operator (where the expected principal comes from, what this
+    /// Envoy cannot tell the filter), if one is due.
     pub fn take_notice(&mut self) -> Option<String> {
-        self.notice.take()
+        (!self.notices.is_empty()).then(|| self.notices.remove(0))
     }
 
     /// Decides on one request.
@@ -188,11 +217,16 @@ impl Guard {
         let mut facts = Facts::default();
         let outcome = self.check(host, &mut facts);
         let (verdict, reason, detail) = match outcome {
-            Ok(reason) => (Verdict::Allow, reason, None),
+            Ok(reason) => (Verdict::Allow, reason, facts.resumed.then(|| RESUMED_DETAIL.to_owned())),
             Err(Refusal(reason, detail)) => {
                 let verdict = match self.policy.mode {
                     Mode::Enforce => Verdict::Deny,
                     Mode::Audit => Verdict::WouldDeny,
+                };
+                let detail = match (facts.not_a_probe, detail) {
+                    (Some(why), Some(detail)) => Some(format!("exempt path, but {why}; {detail}")),
+                    (Some(why), None) => Some(format!("exempt path, but {why}: checked in full")),
+                    (None, detail) => detail,
                 };
                 (verdict, reason, detail)
             }
@@ -218,7 +252,10 @@ impl Guard {
             if let Some(path) = host.request_header(":path")? {
                 let bare = path.split_once('?').map_or(path.as_str(), |(bare, _)| bare);
                 if self.policy.exempt_paths.iter().any(|exempt| exempt == bare) {
-                    return Ok(Reason::Exempt);
+                    match not_a_probe(host, &self.policy.exempt_authorities)? {
+                        None => return Ok(Reason::Exempt),
+                        Some(why) => facts.not_a_probe = Some(why),
+                    }
                 }
             }
         }
@@ -243,9 +280,21 @@ impl Guard {
             }
         }
         match host.property(property::PEER_CERTIFICATE_VALID)?.as_deref() {
-            // Older Envoy versions do not say; the listener's validation context is the guard.
-            Some([1]) | None => {}
-            Some(_) => return Err(Refusal::bare(Reason::CertificateUnvalidated)),
+            Some([1]) => {
+                if let Some(digest) = &digest {
+                    // Best effort: if it cannot be recorded, a resumed session of this
+                    // certificate is denied later, which fails closed.
+                    let _ = self.validated.remember(host, digest);
+                }
+            }
+            // Envoy before 1.39 does not say; the listener's validation is then the only guard.
+            None => self.consider_validity_notice(host),
+            // Not validated on this handshake: admitted only if it is a resumed session of a
+            // certificate this Envoy validated on a full handshake.
+            Some(_) => match &digest {
+                Some(digest) if self.validated.was_validated(host, digest)? => facts.resumed = true,
+                _ => return Err(Refusal::bare(Reason::CertificateUnvalidated)),
+            },
         }
         facts.cert_sha256 = digest.clone();
         let checked = match digest.as_deref().and_then(|d| self.cache.get(d)) {
@@ -287,7 +336,7 @@ impl Guard {
                 let id = Rc::new(id);
                 if !self.local_notice_given {
                     self.local_notice_given = true;
-                    self.notice = Some(Expected::Known(Rc::clone(&id), Source::LocalCertificate).to_string());
+                    self.notices.push(Expected::Known(Rc::clone(&id), Source::LocalCertificate).to_string());
                 }
                 Ok(id)
             }
@@ -295,11 +344,79 @@ impl Guard {
     }
 }
 
+impl Guard {
+    /// On the first request without `connection.peer_certificate_valid`, queues
+    /// [`NO_VALIDITY_NOTICE`] unless another worker already said it.
+    fn consider_validity_notice(&mut self, host: &impl Host) {
+        if self.validity_notice_considered {
+            return;
+        }
+        self.validity_notice_considered = true;
+        if let Ok((None, _)) = host.shared_data(NO_VALIDITY_NOTICE_KEY) {
+            if host.set_shared_data(NO_VALIDITY_NOTICE_KEY, b"said", None).is_ok() {
+                self.notices.push(NO_VALIDITY_NOTICE.to_owned());
+            }
+        }
+    }
+}
+
+/// Why a request on an exempt path is not a health probe (`None`: it is one). A probe is a GET
+/// or HEAD without a body, without an upgrade to another protocol, to a loopback authority or
+/// one in `exempt_authorities`: it cannot carry data in, open a tunnel, or be routed under the
+/// pod's identity to another service.
+fn not_a_probe(host: &impl Host, authorities: &[String]) -> Result<Option<&'static str>, HostError> {
+    match host.request_header(":method")?.as_deref() {
+        Some("GET" | "HEAD") => {}
+        _ => return Ok(Some("the method is not GET or HEAD")),
+    }
+    if host.request_header("upgrade")?.is_some() || host.request_header(":protocol")?.is_some() {
+        return Ok(Some("it asks for a protocol upgrade"));
+    }
+    if !host.end_of_stream() {
+        return Ok(Some("a body follows the headers"));
+    }
+    let has_length = host.request_header("content-length")?.is_some_and(|length| length.trim() != "0");
+    if has_length || host.request_header("transfer-encoding")?.is_some() {
+        return Ok(Some("it announces a body"));
+    }
+    let authority = host.request_header(":authority")?.unwrap_or_default().to_ascii_lowercase();
+    if !(is_loopback_authority(&authority)
+        || authorities.iter().any(|a| *a == authority || *a == host_of(&authority)))
+    {
+        return Ok(Some("its authority is neither a loopback host nor in exempt_authorities"));
+    }
+    Ok(None)
+}
+
+/// The host part of an authority: `[::1]:80` -> `::1`, `localhost:8080` -> `localhost`.
+fn host_of(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(host, _)| host);
+    }
+    authority.rsplit_once(':').map_or(authority, |(host, _)| host)
+}
+
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = host_of(authority);
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
 fn check_loopback(source: Option<&str>) -> Result<(), Refusal> {
     let source = source.ok_or(Refusal::bare(Reason::SourceAddressUnavailable))?;
     let address: SocketAddr = source.parse().map_err(|_| {
         Refusal::because(Reason::SourceAddressUnavailable, format!("unparsable source address {source:?}"))
     })?;
+    // A TCP peer always has a port; the connection manager gives port 0 to an address it took
+    // from x-forwarded-for (or another header), which any client can write.
+    if address.port() == 0 {
+        return Err(Refusal::because(
+            Reason::SourceAddressForwarded,
+            format!(
+                "{source} was taken from a request header, not from the connection: \
+                 set use_remote_address: true on this listener's HTTP connection manager"
+            ),
+        ));
+    }
     if address.ip().to_canonical().is_loopback() {
         Ok(())
     } else {
@@ -404,6 +521,11 @@ mod tests {
         CertBuilder::leaf().uri(APP)
     }
 
+    /// A health probe as curl sends it to the loopback listener: no certificate, no body.
+    fn probe() -> FakeHost {
+        FakeHost::default().with_header(":method", "GET").with_header(":authority", "127.0.0.1:16443")
+    }
+
     #[test_case]
     fn decisions() {
         let rogue = CertBuilder::leaf().uri(ROGUE);
@@ -451,7 +573,7 @@ mod tests {
                 "exempt path",
                 r#"{"exempt_paths":["/healthz"]}"#,
                 Some("/healthz?full=1"),
-                FakeHost::default(),
+                probe(),
                 Verdict::Allow,
                 Reason::Exempt,
             ),
@@ -459,7 +581,7 @@ mod tests {
                 "exempt is exact",
                 r#"{"exempt_paths":["/healthz"]}"#,
                 Some("/healthz/x"),
-                FakeHost::default(),
+                probe(),
                 Verdict::Deny,
                 Reason::SourceAddressUnavailable,
             ),
@@ -467,9 +589,17 @@ mod tests {
                 "exempt even in audit",
                 r#"{"mode":"audit","exempt_paths":["/h"]}"#,
                 Some("/h"),
-                FakeHost::default(),
+                probe(),
                 Verdict::Allow,
                 Reason::Exempt,
+            ),
+            (
+                "forwarded loopback address",
+                "{}",
+                Some("/"),
+                request(&app()).with_property(property::SOURCE_ADDRESS, "127.0.0.1:0"),
+                Verdict::Deny,
+                Reason::SourceAddressForwarded,
             ),
             ("rogue", "{}", Some("/"), request(&rogue), Verdict::Deny, Reason::PrincipalMismatch),
             (
@@ -742,11 +872,188 @@ mod tests {
     }
 
     #[test_case]
-    fn exempt_paths_read_nothing_else() {
+    fn an_exempt_probe_reads_only_its_request_line_and_framing() {
         let mut guard = guard(r#"{"exempt_paths":["/healthz"]}"#);
-        let host = request(&app()).with_header(":path", "/healthz");
+        let host = probe().with_header(":path", "/healthz");
         assert_eq!(guard.decide(&host).reason, Reason::Exempt);
-        assert_eq!(*host.reads.borrow(), ["header :path"]);
+        assert_eq!(
+            *host.reads.borrow(),
+            [
+                "header :path",
+                "header :method",
+                "header upgrade",
+                "header :protocol",
+                "header content-length",
+                "header transfer-encoding",
+                "header :authority"
+            ]
+        );
+        let host = request(&app()).with_header(":path", "/orders");
+        assert_eq!(guard.decide(&host).reason, Reason::Ok);
+        assert_eq!(host.reads.borrow().first().map(String::as_str), Some("header :path"));
+        assert!(!host.reads.borrow().iter().any(|r| r == "header :method"), "not on other paths");
+    }
+
+    #[test_case]
+    fn exempt_paths_admit_probes_only() {
+        let json =
+            r#"{"exempt_paths":["/healthz"],"exempt_authorities":["health.local","probe.local:8080"]}"#;
+        // Each request: its headers on top of a probe, and the outcome without a certificate.
+        let cases: Vec<(&str, FakeHost, Reason, Option<&str>)> = vec![
+            ("GET probe", probe(), Reason::Exempt, None),
+            ("HEAD probe", probe().with_header(":method", "HEAD"), Reason::Exempt, None),
+            ("ipv6 loopback authority", probe().with_header(":authority", "[::1]:80"), Reason::Exempt, None),
+            ("localhost authority", probe().with_header(":authority", "LocalHost"), Reason::Exempt, None),
+            ("listed authority", probe().with_header(":authority", "health.local:9"), Reason::Exempt, None),
+            (
+                "listed authority and port",
+                probe().with_header(":authority", "probe.local:8080"),
+                Reason::Exempt,
+                None,
+            ),
+            ("content-length 0", probe().with_header("content-length", "0"), Reason::Exempt, None),
+            ("POST", probe().with_header(":method", "POST"), Reason::NoClientCertificate, Some("method")),
+            (
+                "CONNECT",
+                probe().with_header(":method", "CONNECT"),
+                Reason::NoClientCertificate,
+                Some("method"),
+            ),
+            ("no method", FakeHost::default(), Reason::NoClientCertificate, Some("method")),
+            ("GET with a body", probe().end_of_stream(false), Reason::NoClientCertificate, Some("body")),
+            (
+                "content-length",
+                probe().with_header("content-length", "5"),
+                Reason::NoClientCertificate,
+                Some("body"),
+            ),
+            (
+                "chunked",
+                probe().with_header("transfer-encoding", "chunked"),
+                Reason::NoClientCertificate,
+                Some("body"),
+            ),
+            (
+                "websocket",
+                probe().with_header("upgrade", "websocket"),
+                Reason::NoClientCertificate,
+                Some("upgrade"),
+            ),
+            (
+                "extended connect",
+                probe().with_header(":protocol", "websocket"),
+                Reason::NoClientCertificate,
+                Some("upgrade"),
+            ),
+            (
+                "another service",
+                probe().with_header(":authority", "db.shop.svc.cluster.local"),
+                Reason::NoClientCertificate,
+                Some("authority"),
+            ),
+            (
+                "listed host, other port",
+                probe().with_header(":authority", "probe.local:80"),
+                Reason::NoClientCertificate,
+                Some("authority"),
+            ),
+            (
+                "no authority",
+                FakeHost::default().with_header(":method", "GET"),
+                Reason::NoClientCertificate,
+                Some("authority"),
+            ),
+            (
+                "loopback-looking name",
+                probe().with_header(":authority", "127.0.0.1.evil.example"),
+                Reason::NoClientCertificate,
+                Some("authority"),
+            ),
+        ];
+        for (name, host, reason, why) in cases {
+            let host = host
+                .with_header(":path", "/healthz")
+                .with_property(property::SOURCE_ADDRESS, "127.0.0.1:4000")
+                .with_property(property::MTLS, [0]);
+            let decision = guard(json).decide(&host);
+            assert_eq!(decision.reason, reason, "{name}: {:?}", decision.detail);
+            match why {
+                None => assert_eq!(decision.detail, None, "{name}"),
+                Some(why) => {
+                    let detail = decision.detail.unwrap_or_default();
+                    assert!(
+                        detail.starts_with("exempt path, but") && detail.contains(why),
+                        "{name}: {detail}"
+                    );
+                }
+            }
+        }
+        // The full check still admits the rightful app on an exempt path, whatever it sends.
+        let host = request(&app()).with_header(":path", "/healthz").with_header(":method", "POST");
+        assert_eq!(guard(json).decide(&host).reason, Reason::Ok);
+    }
+
+    #[test_case]
+    fn a_resumed_session_is_admitted_only_for_a_certificate_validated_before() {
+        let worker1 = request(&app());
+        let worker2 =
+            || request(&app()).sharing_with(&worker1).with_property(property::PEER_CERTIFICATE_VALID, [0]);
+        let (mut guard1, mut guard2) = (guard("{}"), guard("{}"));
+        // Never validated (ACCEPT_UNTRUSTED, or a listener without validation): denied.
+        let decision = guard2.decide(&worker2());
+        assert_eq!((decision.verdict, decision.reason), (Verdict::Deny, Reason::CertificateUnvalidated));
+        // A full handshake validates it on one worker; a resumed session on the other is admitted.
+        assert_eq!(guard1.decide(&worker1).reason, Reason::Ok);
+        let decision = guard2.decide(&worker2());
+        assert_eq!((decision.verdict, decision.reason), (Verdict::Allow, Reason::Ok));
+        assert_eq!(decision.detail.as_deref(), Some(RESUMED_DETAIL));
+        // Another certificate with the same identity, never validated: still denied.
+        let other = app().validity(1_600_000_000, 4_102_444_800);
+        let host =
+            request(&other).sharing_with(&worker1).with_property(property::PEER_CERTIFICATE_VALID, [0]);
+        assert_eq!(guard2.decide(&host).reason, Reason::CertificateUnvalidated);
+        // No digest to look up: denied.
+        let host = worker2().without_property(property::PEER_CERTIFICATE_DIGEST);
+        assert_eq!(guard("{}").decide(&host).reason, Reason::CertificateUnvalidated);
+        // The record's host call failing denies with host_error, never allows.
+        let failing = FailingShared(worker2());
+        assert_eq!(guard("{}").decide(&failing).reason, Reason::HostError);
+    }
+
+    /// A host whose shared data cannot be read.
+    struct FailingShared(FakeHost);
+
+    impl Host for FailingShared {
+        fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+            self.0.property(path)
+        }
+        fn request_header(&self, name: &str) -> Result<Option<String>, HostError> {
+            self.0.request_header(name)
+        }
+        fn now(&self) -> Result<i64, HostError> {
+            self.0.now()
+        }
+        fn shared_data(&self, _key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+            Err(HostError("status 2".into()))
+        }
+    }
+
+    #[test_case]
+    fn without_the_validity_property_the_operator_is_told_once_per_envoy() {
+        let worker1 = request(&app()).without_property(property::PEER_CERTIFICATE_VALID);
+        let worker2 =
+            request(&app()).without_property(property::PEER_CERTIFICATE_VALID).sharing_with(&worker1);
+        let (mut guard1, mut guard2) = (guard("{}"), guard("{}"));
+        guard1.take_notice();
+        guard2.take_notice();
+        assert_eq!(guard1.decide(&worker1).reason, Reason::Ok);
+        assert_eq!(guard1.take_notice().as_deref(), Some(NO_VALIDITY_NOTICE));
+        assert_eq!(guard1.decide(&worker1).reason, Reason::Ok);
+        assert_eq!(guard2.decide(&worker2).reason, Reason::Ok);
+        assert_eq!((guard1.take_notice(), guard2.take_notice()), (None, None), "said once");
+        let warm = request(&app()).without_property(property::PEER_CERTIFICATE_VALID);
+        guard1.decide(&warm);
+        assert!(!warm.reads.borrow().iter().any(|r| r.contains("shared")), "{:?}", warm.reads.borrow());
     }
 
     #[test_case]

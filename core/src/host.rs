@@ -14,6 +14,21 @@ pub trait Host {
     fn request_header(&self, name: &str) -> Result<Option<String>, HostError>;
     /// The proxy's current time, in seconds since the Unix epoch.
     fn now(&self) -> Result<i64, HostError>;
+    /// Whether the request headers ended the stream: no body and no tunnel follow. A host that
+    /// cannot tell says no, which only costs a probe its exemption.
+    fn end_of_stream(&self) -> bool {
+        false
+    }
+    /// A value the VMs of every worker of this proxy share, with its compare-and-swap token.
+    /// A host without shared data has nothing: resumed TLS sessions are then denied.
+    fn shared_data(&self, _key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+        Ok((None, None))
+    }
+    /// Stores a shared value if its token is still `cas` (`None`: unconditionally). `Ok(false)`
+    /// when another worker changed it first.
+    fn set_shared_data(&self, _key: &str, _value: &[u8], _cas: Option<u32>) -> Result<bool, HostError> {
+        Ok(false)
+    }
 }
 
 /// A host call failed: an unexpected answer, never a reason to allow.
@@ -30,6 +45,8 @@ impl std::error::Error for HostError {}
 
 /// Envoy attribute paths (see Envoy's "Attributes" documentation).
 pub mod property {
+    /// The downstream peer: the TCP peer, unless the connection manager rebuilt it from
+    /// `x-forwarded-for` (`use_remote_address: false`), which it does with port 0.
     pub const SOURCE_ADDRESS: &[&str] = &["source", "address"];
     pub const CONNECTION_ID: &[&str] = &["connection", "id"];
     /// True when the peer presented a certificate (not: when it was validated).

@@ -13,9 +13,11 @@ pub mod decision;
 pub mod host;
 pub mod identity;
 pub mod log;
+pub mod loglimit;
 pub mod pem;
 pub mod principal;
 pub mod svid;
+pub mod validated;
 pub mod xfcc;
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! The decision log line: one JSON object per decision, with stable field names.
 //!
 //! Certificates appear only by digest; the query string is cut from the path because it may
-//! carry tokens.
+//! carry tokens. Every string field is cut to a configured length, with a visible marker, so a
+//! client-chosen path or request id cannot make a line of any size.
+
+use std::borrow::Cow;
 
 use serde::Serialize;
 
@@ -21,31 +24,53 @@ struct Line<'a> {
     decision: &'static str,
     reason: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    detail: Option<&'a str>,
-    peer_principal: Option<&'a str>,
-    expected_principal: Option<&'a str>,
-    source_address: Option<&'a str>,
+    detail: Option<Cow<'a, str>>,
+    peer_principal: Option<Cow<'a, str>>,
+    expected_principal: Option<Cow<'a, str>>,
+    source_address: Option<Cow<'a, str>>,
     connection_id: Option<u64>,
-    request_id: Option<&'a str>,
-    method: Option<&'a str>,
-    path: Option<&'a str>,
-    cert_sha256: Option<&'a str>,
+    request_id: Option<Cow<'a, str>>,
+    method: Option<Cow<'a, str>>,
+    path: Option<Cow<'a, str>>,
+    cert_sha256: Option<Cow<'a, str>>,
 }
 
-/// The log line of `decision` (starts with `{"decision":`).
-pub fn decision_line(decision: &Decision, labels: &RequestLabels<'_>) -> String {
+/// What a cut field ends with: `…[truncated: <length> bytes]`.
+pub const TRUNCATION_MARKER: &str = "…[truncated: ";
+
+/// `value`, cut to at most `max` bytes (at a character boundary) followed by the marker and
+/// the original length when it is longer.
+pub fn capped(value: &str, max: usize) -> Cow<'_, str> {
+    if value.len() <= max {
+        return Cow::Borrowed(value);
+    }
+    let mut end = max;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}{TRUNCATION_MARKER}{} bytes]", value.get(..end).unwrap_or_default(), value.len()))
+}
+
+fn cap(value: Option<&str>, max: usize) -> Option<Cow<'_, str>> {
+    value.map(|v| capped(v, max))
+}
+
+/// The log line of `decision` (starts with `{"decision":`); every string field at most
+/// `max_field_bytes` long before JSON escaping, plus the truncation marker.
+pub fn decision_line(decision: &Decision, labels: &RequestLabels<'_>, max_field_bytes: usize) -> String {
+    let cap = |value| cap(value, max_field_bytes);
     let line = Line {
         decision: decision.verdict.as_str(),
         reason: decision.reason.as_str(),
-        detail: decision.detail.as_deref(),
-        peer_principal: decision.peer_principal.as_ref().map(|p| p.spiffe_id.as_str()),
-        expected_principal: decision.expected_principal.as_ref().map(|p| p.as_str()),
-        source_address: decision.source_address.as_deref(),
+        detail: cap(decision.detail.as_deref()),
+        peer_principal: cap(decision.peer_principal.as_ref().map(|p| p.spiffe_id.as_str())),
+        expected_principal: cap(decision.expected_principal.as_ref().map(|p| p.as_str())),
+        source_address: cap(decision.source_address.as_deref()),
         connection_id: labels.connection_id,
-        request_id: labels.request_id,
-        method: labels.method,
-        path: labels.path.map(|p| p.split_once('?').map_or(p, |(bare, _)| bare)),
-        cert_sha256: decision.cert_sha256.as_deref(),
+        request_id: cap(labels.request_id),
+        method: cap(labels.method),
+        path: cap(labels.path.map(|p| p.split_once('?').map_or(p, |(bare, _)| bare))),
+        cert_sha256: cap(decision.cert_sha256.as_deref()),
     };
     // Serializing plain strings and numbers cannot fail; the fallback keeps the line JSON.
     serde_json::to_string(&line).unwrap_or_else(|e| {
@@ -88,7 +113,7 @@ mod tests {
             method: Some("GET"),
             path: Some("/orders?token=secret\"\n"),
         };
-        let line = decision_line(&decision, &labels);
+        let line = decision_line(&decision, &labels, 256);
         assert!(line.starts_with(r#"{"decision":"deny","reason":"principal_mismatch","#), "{line}");
         assert!(!line.contains('\n') && !line.contains("secret"), "{line}");
         let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -114,7 +139,7 @@ mod tests {
             source_address: None,
             cert_sha256: None,
         };
-        let line = decision_line(&decision, &RequestLabels::default());
+        let line = decision_line(&decision, &RequestLabels::default(), 256);
         assert!(!line.contains('\n'));
         let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(parsed["decision"], "would_deny");
@@ -130,6 +155,48 @@ mod tests {
             "cert_sha256",
         ] {
             assert!(parsed[field].is_null(), "{field}");
+        }
+    }
+
+    #[test_case]
+    fn long_fields_are_cut_with_a_marker() {
+        let decision = Decision {
+            verdict: Verdict::Deny,
+            reason: Reason::NoClientCertificate,
+            detail: Some("d".repeat(20_000)),
+            peer_principal: None,
+            expected_principal: None,
+            source_address: Some("127.0.0.1:1".into()),
+            cert_sha256: None,
+        };
+        let path = format!("/{}", "p".repeat(20_480));
+        let id = "é".repeat(10_000);
+        let labels = RequestLabels {
+            connection_id: Some(1),
+            request_id: Some(&id),
+            method: Some("GET"),
+            path: Some(&path),
+        };
+        let line = decision_line(&decision, &labels, 100);
+        assert!(line.len() < 1000, "{} bytes", line.len());
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parsed["path"], format!("/{}{TRUNCATION_MARKER}20481 bytes]", "p".repeat(99)));
+        assert_eq!(parsed["request_id"], format!("{}{TRUNCATION_MARKER}20000 bytes]", "é".repeat(50)));
+        assert!(parsed["detail"].as_str().unwrap().ends_with("[truncated: 20000 bytes]"));
+        assert_eq!(parsed["source_address"], "127.0.0.1:1", "short fields stay as they are");
+        assert_eq!(parsed["method"], "GET");
+    }
+
+    #[test_case]
+    fn capped_cuts_at_a_character_boundary() {
+        let cases = [
+            ("abc", 3, "abc"),
+            ("abcd", 3, "abc…[truncated: 4 bytes]"),
+            ("éé", 3, "é…[truncated: 4 bytes]"),
+            ("", 0, ""),
+        ];
+        for (value, max, want) in cases {
+            assert_eq!(capped(value, max), want, "{value:?} {max}");
         }
     }
 }

@@ -135,6 +135,11 @@ pub struct FakeHost {
     headers: std::collections::HashMap<String, String>,
     pub reads: std::cell::RefCell<Vec<String>>,
     now: Option<i64>,
+    end_of_stream: Option<bool>,
+    /// Shared data: key -> (value, token); shared by clones, as the VMs of one Envoy share it.
+    shared: std::rc::Rc<std::cell::RefCell<std::collections::HashMap<String, (Vec<u8>, u32)>>>,
+    /// How many more writes lose a compare-and-swap race.
+    cas_conflicts: std::rc::Rc<std::cell::Cell<usize>>,
 }
 
 /// The clock of every [`FakeHost`] unless set with [`FakeHost::at`].
@@ -158,6 +163,24 @@ impl FakeHost {
 
     pub fn at(mut self, now: i64) -> Self {
         self.now = Some(now);
+        self
+    }
+
+    /// Whether the request headers ended the stream (a bodiless GET does unless told otherwise).
+    pub fn end_of_stream(mut self, end: bool) -> Self {
+        self.end_of_stream = Some(end);
+        self
+    }
+
+    /// The next `n` shared-data writes fail as if another worker had written first.
+    pub fn with_cas_conflicts(self, n: usize) -> Self {
+        self.cas_conflicts.set(n);
+        self
+    }
+
+    /// The same shared data as `other` (another worker of the same Envoy).
+    pub fn sharing_with(mut self, other: &FakeHost) -> Self {
+        self.shared = std::rc::Rc::clone(&other.shared);
         self
     }
 
@@ -186,5 +209,38 @@ impl crate::host::Host for FakeHost {
     fn now(&self) -> Result<i64, crate::host::HostError> {
         self.reads.borrow_mut().push("clock".to_owned());
         Ok(self.now.unwrap_or(FAKE_NOW))
+    }
+
+    fn end_of_stream(&self) -> bool {
+        self.end_of_stream.unwrap_or(true)
+    }
+
+    fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), crate::host::HostError> {
+        self.reads.borrow_mut().push(format!("shared {key}"));
+        Ok(match self.shared.borrow().get(key) {
+            Some((value, cas)) => (Some(value.clone()), Some(*cas)),
+            None => (None, None),
+        })
+    }
+
+    fn set_shared_data(
+        &self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<bool, crate::host::HostError> {
+        self.reads.borrow_mut().push(format!("set shared {key}"));
+        if self.cas_conflicts.get() > 0 {
+            self.cas_conflicts.set(self.cas_conflicts.get() - 1);
+            return Ok(false);
+        }
+        let mut shared = self.shared.borrow_mut();
+        let current = shared.get(key).map(|(_, token)| *token);
+        if cas.is_some() && current.is_some() && cas != current {
+            return Ok(false);
+        }
+        let next = current.unwrap_or(0) + 1;
+        shared.insert(key.to_owned(), (value.to_vec(), next));
+        Ok(true)
     }
 }

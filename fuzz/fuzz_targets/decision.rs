@@ -110,6 +110,18 @@ fuzz_target!(|data: &[u8]| {
     if let Some(path) = path {
         host.headers.insert(":path".to_owned(), path.to_owned());
     }
+    // What decides whether a request on an exempt path is a probe.
+    host.end_of_stream = (clock >> 3) & 1 == 0;
+    let probe_headers: [(&str, &str); 4] =
+        [(":method", "GET"), (":method", "POST"), (":authority", "127.0.0.1:1"), ("upgrade", "websocket")];
+    for (bit, (name, value)) in probe_headers.iter().enumerate() {
+        if (clock >> (4 + bit)) & 1 == 1 {
+            host.headers.insert((*name).to_owned(), (*value).to_owned());
+        }
+    }
+    if clock >> 4 == 0 {
+        host.headers.insert(":authority".to_owned(), x_text.clone().into_owned());
+    }
     if (b >> 5) & 1 == 0 {
         host.set(&["xds", "node", "metadata", "NAMESPACE"], "shop");
         host.set(&["xds", "node", "metadata", "SERVICE_ACCOUNT"], "app");
@@ -139,6 +151,10 @@ fuzz_target!(|data: &[u8]| {
     if first.reason == Reason::Exempt {
         let bare = path.map(|p| p.split_once('?').map_or(p, |(bare, _)| bare));
         assert!(bare.is_some_and(|bare| policy.exempt_paths.iter().any(|e| e == bare)), "exempt {path:?}");
+        // Only a probe: GET or HEAD, no body, no upgrade.
+        let header = |name: &str| host.headers.get(name).map(String::as_str);
+        assert!(matches!(header(":method"), Some("GET" | "HEAD")), "exempt {:?}", header(":method"));
+        assert!(host.end_of_stream && header("upgrade").is_none(), "exempt with a body or an upgrade");
     }
     if first.reason == Reason::Ok {
         // A presented certificate: Envoy says so, or has its digest (which exists only then).
@@ -157,6 +173,7 @@ fuzz_target!(|data: &[u8]| {
             let source = first.source_address.as_deref().expect("ok without a source address");
             let source: std::net::SocketAddr = source.parse().expect("ok from an unparsable source");
             assert!(source.ip().to_canonical().is_loopback(), "ok from {source}");
+            assert_ne!(source.port(), 0, "ok from an address rebuilt from a header");
         }
         // The certificate judged is the connection's, however the header was forged.
         if digest_is_the_connections {

@@ -69,6 +69,8 @@ pub struct FuzzHost {
     pub properties: HashMap<String, Result<Vec<u8>, ()>>,
     pub headers: HashMap<String, String>,
     pub now: i64,
+    /// Whether the request headers ended the stream.
+    pub end_of_stream: bool,
 }
 
 impl FuzzHost {
@@ -96,6 +98,10 @@ impl Host for FuzzHost {
 
     fn now(&self) -> Result<i64, HostError> {
         Ok(self.now)
+    }
+
+    fn end_of_stream(&self) -> bool {
+        self.end_of_stream
     }
 }
 

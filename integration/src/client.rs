@@ -110,3 +110,79 @@ pub fn get_plain(url: &str) -> Result<Reply> {
     let body = response.body_mut().read_to_string().context(format!("reading the body of GET {url}"))?;
     Ok(Reply { status, body })
 }
+
+/// The TLS versions [`curl`] may offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+impl fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsVersion::V1_2 => "TLS 1.2",
+            TlsVersion::V1_3 => "TLS 1.3",
+        })
+    }
+}
+
+/// Runs one `curl` for all of `urls`, each over a new connection (`Connection: close`), as the
+/// issue reproduced it: curl keeps its TLS session between them, so every connection after the
+/// first resumes the first one's session (with a session ticket or ID, as the server allows).
+/// Returns each URL's status, 0 where no HTTP reply came.
+pub fn curl(
+    ca_path: &Path,
+    identity: Option<&Credential>,
+    tls: TlsVersion,
+    urls: &[String],
+) -> Result<Vec<u16>> {
+    curl_with(ca_path, identity, tls, &[], urls)
+}
+
+/// [`curl`] with more of curl's arguments before the URLs (a method, headers, a body, ...).
+pub fn curl_with(
+    ca_path: &Path,
+    identity: Option<&Credential>,
+    tls: TlsVersion,
+    args: &[&str],
+    urls: &[String],
+) -> Result<Vec<u16>> {
+    let mut command = std::process::Command::new("curl");
+    command.args(args);
+    command.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}\\n",
+        "-H",
+        "Connection: close",
+        "--max-time",
+        "10",
+    ]);
+    command.arg("--cacert").arg(ca_path);
+    match tls {
+        TlsVersion::V1_2 => command.args(["--tlsv1.2", "--tls-max", "1.2"]),
+        TlsVersion::V1_3 => command.args(["--tlsv1.3"]),
+    };
+    if let Some(credential) = identity {
+        command.arg("--cert").arg(&credential.cert_path).arg("--key").arg(&credential.key_path);
+    }
+    for url in urls {
+        // curl applies one -o to one URL.
+        command.args(["-o", "/dev/null", url.as_str()]);
+    }
+    let output = command.output().context("running curl (install it: apt-get install curl)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let statuses: Vec<u16> = text.lines().map(|line| line.trim().parse().unwrap_or(0)).collect();
+    if statuses.len() != urls.len() {
+        return Err(crate::Error::new(format!(
+            "curl printed {} statuses for {} URLs: {text:?} {}",
+            statuses.len(),
+            urls.len(),
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    Ok(statuses)
+}

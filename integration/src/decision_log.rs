@@ -13,6 +13,8 @@ const MARKER: &str = "{\"decision\":";
 pub struct DecisionLine {
     /// Envoy's level for the line: `info`, `warning`, ...
     pub level: String,
+    /// The id of the Envoy thread (worker) that wrote it.
+    pub thread: String,
     pub json: Value,
     /// The JSON object as it appeared in the log.
     pub raw_json: String,
@@ -26,7 +28,8 @@ impl DecisionLine {
         let json: Value = serde_json::from_str(raw_json).ok()?;
         // "[time][thread][level][logger] ..." -> the third bracketed field.
         let level = line.split("][").nth(2).unwrap_or_default().to_owned();
-        Some(DecisionLine { level, json, raw_json: raw_json.to_owned() })
+        let thread = line.split("][").nth(1).unwrap_or_default().to_owned();
+        Some(DecisionLine { level, thread, json, raw_json: raw_json.to_owned() })
     }
 
     /// A string field; `None` when absent or `null`.
@@ -53,6 +56,16 @@ impl DecisionLine {
     pub fn path(&self) -> Option<&str> {
         self.field("path")
     }
+}
+
+const SUMMARY_MARKER: &str = "{\"decision_lines_held_back\":";
+
+/// The summaries of decision lines the filter held back (`{"decision_lines_held_back":{..}}`)
+/// in `log`, in order.
+pub fn held_back_summaries(log: &str) -> Vec<Value> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str(line.get(line.find(SUMMARY_MARKER)?..)?.trim_end()).ok())
+        .collect()
 }
 
 /// Every decision line in `log`, in order.

@@ -109,8 +109,33 @@ pub struct Settings {
     /// The loopback listeners' `forward_client_cert_details`.
     pub forward_client_cert: ForwardClientCert,
     /// Turns TLS session resumption back on in the loopback listeners, which the template
-    /// (like every shipped config) turns off: only to show why it must be off.
+    /// turns off: Envoy's default, which users keep when they write their own listener.
     pub session_resumption: bool,
+    /// Envoy's worker threads (`--concurrency`); 2 unless set, as an Istio sidecar runs.
+    pub concurrency: u32,
+    /// How the strict listener validates client certificates.
+    pub validator: Validator,
+    /// `use_remote_address` of the loopback listeners' connection managers (the template's
+    /// `true` unless set): `false` only to show what a listener that leaves it out does.
+    pub use_remote_address: bool,
+    /// `trust_chain_verification: ACCEPT_UNTRUSTED` on both loopback listeners: Envoy then lets
+    /// a certificate that fails validation through to the filter, marked as not validated.
+    pub accept_untrusted: bool,
+    /// WebSocket upgrades on the loopback listeners' connection managers, as Istio's own HCMs
+    /// have them (the template has none).
+    pub websocket_upgrades: bool,
+}
+
+/// How the strict listener validates client certificates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Validator {
+    /// The template's: Envoy's SPIFFE validator, the test trust domain's bundle `ca.pem`.
+    Spiffe,
+    /// The same, and another trust domain with its own bundle (a path to a PEM file).
+    SpiffeFederated { trust_domain: String, bundle: PathBuf },
+    /// Envoy's default validator with `ca.pem` as trusted CAs: the chain only, as Istio's
+    /// ROOTCA over SDS does. The filter's own X509-SVID checks then see every certificate.
+    ChainOnly,
 }
 
 impl Settings {
@@ -123,7 +148,40 @@ impl Settings {
             trust_domain_env: None,
             forward_client_cert: ForwardClientCert::SanitizeSet,
             session_resumption: false,
+            concurrency: 2,
+            validator: Validator::Spiffe,
+            use_remote_address: true,
+            accept_untrusted: false,
+            websocket_upgrades: false,
         }
+    }
+
+    /// See [`Settings::websocket_upgrades`].
+    pub fn with_websocket_upgrades(mut self) -> Self {
+        self.websocket_upgrades = true;
+        self
+    }
+
+    pub fn concurrency(mut self, workers: u32) -> Self {
+        self.concurrency = workers;
+        self
+    }
+
+    pub fn validator(mut self, validator: Validator) -> Self {
+        self.validator = validator;
+        self
+    }
+
+    /// See [`Settings::use_remote_address`].
+    pub fn without_use_remote_address(mut self) -> Self {
+        self.use_remote_address = false;
+        self
+    }
+
+    /// See [`Settings::accept_untrusted`].
+    pub fn accepting_untrusted(mut self) -> Self {
+        self.accept_untrusted = true;
+        self
     }
 
     pub fn namespace(mut self, namespace: &str) -> Self {
@@ -151,6 +209,76 @@ impl Settings {
         self.session_resumption = true;
         self
     }
+}
+
+/// Replaces `from` in `rendered`, which must occur exactly `times` times: a test config must
+/// not differ from the template in any way but the one asked for.
+fn replace_exactly(rendered: &str, from: &str, to: &str, times: usize) -> Result<String> {
+    let found = rendered.matches(from).count();
+    if found != times {
+        return Err(Error::new(format!(
+            "expected `{from}` {times} time(s) in {TEMPLATE}, found it {found} time(s)"
+        )));
+    }
+    Ok(rendered.replace(from, to))
+}
+
+/// The strict listener's SPIFFE validator trust domain list, as the template renders it.
+const SPIFFE_TRUST_DOMAINS: &str = "                  trust_domains:\n";
+/// The strict listener's validator, from its first line to the bundle.
+const SPIFFE_VALIDATOR_START: &str = "              custom_validator_config:\n";
+
+/// The rendered config, changed as `settings` asks.
+fn customise(mut rendered: String, pki: &Pki, settings: &Settings) -> Result<String> {
+    if settings.session_resumption {
+        rendered = with_session_resumption(&rendered)?;
+    }
+    if !settings.use_remote_address {
+        rendered = replace_exactly(&rendered, "use_remote_address: true", "use_remote_address: false", 2)?;
+    }
+    if settings.accept_untrusted {
+        rendered = replace_exactly(
+            &rendered,
+            "            validation_context:\n",
+            "            validation_context:\n              trust_chain_verification: ACCEPT_UNTRUSTED\n",
+            2,
+        )?;
+    }
+    if settings.websocket_upgrades {
+        rendered = replace_exactly(
+            &rendered,
+            "          skip_xff_append: true\n",
+            "          skip_xff_append: true\n          upgrade_configs: [{ upgrade_type: websocket }]\n",
+            2,
+        )?;
+    }
+    match &settings.validator {
+        Validator::Spiffe => {}
+        Validator::SpiffeFederated { trust_domain, bundle } => {
+            let entry = format!(
+                "{SPIFFE_TRUST_DOMAINS}                  - name: \"{trust_domain}\"\n                    trust_bundle: {{ filename: \"{}\" }}\n",
+                bundle.display()
+            );
+            rendered = replace_exactly(&rendered, SPIFFE_TRUST_DOMAINS, &entry, 1)?;
+        }
+        Validator::ChainOnly => {
+            let start = rendered
+                .find(SPIFFE_VALIDATOR_START)
+                .ok_or_else(|| Error::new(format!("no SPIFFE validator in {TEMPLATE}")))?;
+            let bundle_line = format!("trust_bundle: {{ filename: \"{}/ca.pem\" }}\n", pki.dir().display());
+            let end = rendered
+                .get(start..)
+                .and_then(|rest| rest.find(&bundle_line))
+                .map(|at| start + at + bundle_line.len())
+                .ok_or_else(|| {
+                    Error::new(format!("no trust bundle after the SPIFFE validator in {TEMPLATE}"))
+                })?;
+            let trusted_ca =
+                format!("              trusted_ca: {{ filename: \"{}/ca.pem\" }}\n", pki.dir().display());
+            rendered.replace_range(start..end, &trusted_ca);
+        }
+    }
+    Ok(rendered)
 }
 
 /// The template's lines that turn session resumption off, one per loopback listener each.
@@ -346,11 +474,9 @@ fn render_config(pki: &Pki, settings: &Settings) -> Result<Rendered> {
         ("NAMESPACE", settings.namespace.clone()),
         ("SERVICE_ACCOUNT", settings.service_account.clone()),
         ("FORWARD_CLIENT_CERT", settings.forward_client_cert.as_str().to_owned()),
+        ("TRUST_DOMAIN", crate::pki::TRUST_DOMAIN.to_owned()),
     ]);
-    let mut rendered = render(&template()?, &values)?;
-    if settings.session_resumption {
-        rendered = with_session_resumption(&rendered)?;
-    }
+    let rendered = customise(render(&template()?, &values)?, pki, settings)?;
     let dir = tempfile::Builder::new()
         .prefix("loopback-guard-envoy-")
         .tempdir()
@@ -365,7 +491,7 @@ fn envoy_command(bin: &Path, config_path: &Path, settings: &Settings) -> Command
     command
         .arg("-c")
         .arg(config_path)
-        .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
+        .args(["--disable-hot-restart", "--concurrency", &settings.concurrency.to_string(), "-l", "info"])
         .args(["--file-flush-interval-msec", "50"])
         .env_remove("TRUST_DOMAIN")
         .stdin(Stdio::null());
@@ -716,6 +842,7 @@ mod tests {
             ("NAMESPACE", "demo"),
             ("SERVICE_ACCOUNT", "app"),
             ("FORWARD_CLIENT_CERT", "SANITIZE_SET"),
+            ("TRUST_DOMAIN", "cluster.local"),
         ]);
         render(&template().unwrap(), &all).unwrap();
     }

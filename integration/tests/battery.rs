@@ -11,7 +11,7 @@
 //! certificate from the XFCC element this proxy sets (docs/envoy-versions.md) and must reach the
 //! same verdict on it.
 
-use loopback_guard_integration::envoy::{Envoy, Listener, Settings};
+use loopback_guard_integration::envoy::{Envoy, Listener, Settings, Validator};
 use loopback_guard_integration::pki::{
     spiffe_id, Authority, CertSpec, Credential, KeyUsagePurpose, Pki, APP_ID,
 };
@@ -179,11 +179,55 @@ fn rows() -> Vec<Row> {
     ]
 }
 
+/// Whether Envoy's SPIFFE validator refuses the row's certificate before the filter sees it: a
+/// CA or a certificate that may sign (its leaf precheck), or one whose first URI SAN does not
+/// name the listener's trust domain as `spiffe://<trust domain>/...` (the bundle it looks up).
+fn spiffe_validator_refuses(row: &Row) -> bool {
+    let signs = row.spec.ca
+        || row
+            .spec
+            .key_usages
+            .iter()
+            .any(|u| matches!(u, KeyUsagePurpose::KeyCertSign | KeyUsagePurpose::CrlSign));
+    let first_uri = match &row.spec.raw_uri_sans {
+        Some(raw) => raw.first().map(|bytes| String::from_utf8_lossy(bytes).into_owned()),
+        None => row.spec.uri_sans.first().cloned(),
+    };
+    let trust_domain = first_uri
+        .as_deref()
+        .and_then(|uri| uri.strip_prefix("spiffe://"))
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(domain, _)| domain.to_owned());
+    signs || trust_domain.as_deref() != Some("cluster.local")
+}
+
+/// The filter's own X509-SVID checks: behind a listener that validates the chain only (as
+/// Istio's ROOTCA over SDS does), every row reaches the filter and is denied with its reason.
 #[test]
 fn every_malformed_svid_is_denied_with_its_own_reason() {
+    run_battery(Validator::ChainOnly);
+}
+
+/// The shipped listener (Envoy's SPIFFE validator) refuses in the handshake what is not an
+/// X509-SVID of its trust domain; the filter still denies the rest with its reason.
+#[test]
+fn on_the_shipped_listener_envoy_refuses_what_is_not_an_svid_of_the_trust_domain() {
+    run_battery(Validator::Spiffe);
+}
+
+// The body of the two tests above: a failure is a test failure.
+#[allow(clippy::unwrap_used, clippy::panic)]
+fn run_battery(validator: Validator) {
     let pki = Pki::generate().unwrap();
     let other_ca = Authority::generate("another CA").unwrap();
-    let rows = rows();
+    let mut rows = rows();
+    if validator == Validator::Spiffe {
+        for row in &mut rows {
+            if spiffe_validator_refuses(row) {
+                row.want = Want::Handshake("fail_verify_error");
+            }
+        }
+    }
     let credentials: Vec<Credential> = rows
         .iter()
         .enumerate()
@@ -213,7 +257,9 @@ fn every_malformed_svid_is_denied_with_its_own_reason() {
         })
         .collect();
 
-    let envoy = Envoy::start(&pki, &Settings::with_plugin_config("{}")).unwrap();
+    // Long enough for the 2048-byte SPIFFE ID to be logged whole.
+    let settings = Settings::with_plugin_config(r#"{"log_field_max_bytes":4096}"#).validator(validator);
+    let envoy = Envoy::start(&pki, &settings).unwrap();
     let outcomes = run_cases(&envoy, &pki, &cases).unwrap();
     let mut problems: Vec<String> = Vec::new();
     for ((row, credential), outcome) in rows.iter().zip(&credentials).zip(&outcomes) {

@@ -1,5 +1,7 @@
-//! Exempt paths (health probes) pass without any identity check; only exact paths are exempt.
+//! Exempt paths (health probes) pass without any identity check; only exact paths are exempt,
+//! and only for a probe: a bodiless GET or HEAD, no upgrade, to a loopback authority.
 
+use loopback_guard_integration::client::{curl_with, TlsVersion};
 use loopback_guard_integration::envoy::{Envoy, Listener, Settings};
 use loopback_guard_integration::pki::{spiffe_id, Pki, APP_ID};
 use loopback_guard_integration::scenario::{all_as_expected, report, run_cases, Case, Expected};
@@ -43,4 +45,80 @@ fn exempt_paths_pass_without_a_principal_match() {
     ];
     let outcomes = run_cases(&envoy, &pki, &cases).unwrap();
     assert!(all_as_expected(&outcomes), "\n{}", report(&outcomes));
+}
+
+/// One request sent with curl (which can say what a probe must not), and what it left behind.
+struct Sent {
+    status: u16,
+    decisions: Vec<(String, String)>,
+    counters: std::collections::BTreeMap<String, i64>,
+}
+
+fn send(envoy: &Envoy, pki: &Pki, args: &[&str], path: &str) -> loopback_guard_integration::Result<Sent> {
+    let position = envoy.log_position();
+    let before = envoy.guard_stats()?;
+    let url = envoy.url(Listener::Lenient, path);
+    let statuses = curl_with(&pki.ca_path(), None, TlsVersion::V1_3, args, &[url])?;
+    let counters = envoy.guard_stats()?.guard_changes_since(&before);
+    let decisions = envoy
+        .decisions_since(position)
+        .iter()
+        .map(|line| (line.reason().to_owned(), line.field("detail").unwrap_or_default().to_owned()))
+        .collect();
+    Ok(Sent { status: statuses.first().copied().unwrap_or(0), decisions, counters })
+}
+
+#[test]
+fn an_exempt_path_admits_bodiless_get_and_head_probes_to_a_loopback_authority_only() {
+    let pki = Pki::generate().unwrap();
+    // Upgrades on, as Istio's own connection managers have them: an exempt path must not open a
+    // tunnel.
+    let settings = Settings::with_plugin_config(r#"{"exempt_paths":["/healthz"]}"#).with_websocket_upgrades();
+    let envoy = Envoy::start(&pki, &settings).unwrap();
+    let probes: [(&str, &[&str]); 3] =
+        [("GET", &[]), ("HEAD", &["-I"]), ("GET to localhost", &["-H", "Host: localhost"])];
+    for (name, args) in probes {
+        let sent = send(&envoy, &pki, args, "/healthz").unwrap();
+        assert_eq!(sent.status, 200, "{name}");
+        assert_eq!(sent.counters, [("exempt".to_owned(), 1)].into(), "{name}");
+    }
+    // Each of these, without a certificate, goes through the full check and is denied.
+    let not_probes: [(&str, &[&str], &str); 7] = [
+        ("POST with a body", &["-X", "POST", "-d", "payload"], "method"),
+        ("PUT", &["-X", "PUT", "-d", ""], "method"),
+        ("GET with a body", &["-X", "GET", "-d", "payload"], "body"),
+        ("chunked GET", &["-X", "GET", "-H", "Transfer-Encoding: chunked", "-d", "x"], "body"),
+        (
+            "websocket upgrade",
+            &[
+                "-H",
+                "Connection: Upgrade",
+                "-H",
+                "Upgrade: websocket",
+                "-H",
+                "Sec-WebSocket-Version: 13",
+                "-H",
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            ],
+            "upgrade",
+        ),
+        ("another service's authority", &["-H", "Host: db.demo.svc.cluster.local"], "authority"),
+        (
+            "absolute form",
+            &["--http1.1", "--request-target", "http://db.demo.svc.cluster.local/healthz"],
+            "authority",
+        ),
+    ];
+    for (name, args, why) in not_probes {
+        let sent = send(&envoy, &pki, args, "/healthz").unwrap();
+        assert_eq!(sent.status, 403, "{name}: {:?}", sent.decisions);
+        assert_eq!(sent.counters, [("denied.no_client_certificate".to_owned(), 1)].into(), "{name}");
+        match sent.decisions.as_slice() {
+            [(reason, detail)] => {
+                assert_eq!(reason, "no_client_certificate", "{name}");
+                assert!(detail.starts_with("exempt path, but") && detail.contains(why), "{name}: {detail}");
+            }
+            other => panic!("{name}: expected one decision line, got {other:?}"),
+        }
+    }
 }

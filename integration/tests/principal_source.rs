@@ -1,7 +1,7 @@
 //! Where the pod's own principal comes from: node metadata (the zero-config default), the
 //! TRUST_DOMAIN environment variable, the listener's own certificate, or the configuration.
 
-use loopback_guard_integration::envoy::{Envoy, Settings};
+use loopback_guard_integration::envoy::{Envoy, Settings, Validator};
 use loopback_guard_integration::pki::{spiffe_id, Pki, APP_ID};
 use loopback_guard_integration::scenario::{all_as_expected, report, run_cases, Case, Expected};
 
@@ -52,8 +52,13 @@ fn the_trust_domain_comes_from_the_environment_unless_configured() {
     let example_id = spiffe_id("example.org", "demo", "app");
     let example = pki.svid("example", &example_id).unwrap();
 
-    let from_env =
-        Envoy::start(&pki, &Settings::with_plugin_config("").trust_domain_env("example.org")).unwrap();
+    // The listener validates per trust domain: the test CA is example.org's root too here.
+    let federated = Validator::SpiffeFederated { trust_domain: "example.org".into(), bundle: pki.ca_path() };
+    let from_env = Envoy::start(
+        &pki,
+        &Settings::with_plugin_config("").trust_domain_env("example.org").validator(federated),
+    )
+    .unwrap();
     let cases = [
         Case::new("app of cluster.local", Some(&app), Expected::deny("principal_mismatch", Some(APP_ID)))
             .expecting_principal(&example_id),

@@ -4,10 +4,14 @@ use std::time::UNIX_EPOCH;
 
 use loopback_guard_core::host::{Host, HostError};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::MapType;
+use proxy_wasm::types::{MapType, Status};
 
 /// The current request's facts, as Envoy answers them.
-pub struct ProxyHost;
+#[derive(Default)]
+pub struct ProxyHost {
+    /// Whether the request headers ended the stream (`on_http_request_headers`).
+    pub end_of_stream: bool,
+}
 
 impl Host for ProxyHost {
     fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
@@ -25,6 +29,22 @@ impl Host for ProxyHost {
         }))
     }
 
+    fn end_of_stream(&self) -> bool {
+        self.end_of_stream
+    }
+
+    fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+        hostcalls::get_shared_data(key).map_err(|status| HostError(format!("shared data {key}: {status:?}")))
+    }
+
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, HostError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(true),
+            Err(Status::CasMismatch) => Ok(false),
+            Err(status) => Err(HostError(format!("setting shared data {key}: {status:?}"))),
+        }
+    }
+
     fn now(&self) -> Result<i64, HostError> {
         let now = hostcalls::get_current_time().map_err(|status| HostError(format!("clock: {status:?}")))?;
         let since_epoch =
@@ -35,5 +55,15 @@ impl Host for ProxyHost {
 
 /// A request header for labels and matching: absent and unreadable read as `None`.
 pub fn label_header(name: &str) -> Option<String> {
-    ProxyHost.request_header(name).ok().flatten()
+    ProxyHost::default().request_header(name).ok().flatten()
+}
+
+/// The proxy's clock in milliseconds since the Unix epoch (0 if it cannot be read: the log
+/// limiter then sees time stand still, which only holds lines back).
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|now| now.duration_since(UNIX_EPOCH).ok())
+        .and_then(|since| u64::try_from(since.as_millis()).ok())
+        .unwrap_or(0)
 }

@@ -1,5 +1,5 @@
-//! Counters in Envoy's stats: `loopback_guard.allowed`, `.exempt`, `.would_deny` and
-//! `.denied.<reason>`, one per deny reason.
+//! Counters in Envoy's stats: `loopback_guard.allowed`, `.exempt`, `.would_deny`,
+//! `.denied.<reason>` (one per deny reason) and `.log_held_back`.
 
 use loopback_guard_core::decision::{Decision, Reason, Verdict};
 use proxy_wasm::hostcalls;
@@ -11,6 +11,7 @@ pub struct Metrics {
     allowed: Option<u32>,
     exempt: Option<u32>,
     would_deny: Option<u32>,
+    log_held_back: Option<u32>,
     /// Indexed like [`Reason::ALL`]; `None` for the allow reasons.
     denied: Vec<Option<u32>>,
 }
@@ -22,12 +23,20 @@ impl Metrics {
             allowed: counter("allowed"),
             exempt: counter("exempt"),
             would_deny: counter("would_deny"),
+            log_held_back: counter("log_held_back"),
             denied: Reason::ALL
                 .iter()
                 .map(|reason| {
                     (!reason.is_allow()).then(|| counter(&format!("denied.{}", reason.as_str()))).flatten()
                 })
                 .collect(),
+        }
+    }
+
+    /// One decision line the log limiter held back.
+    pub fn record_held_back(&self) {
+        if let Some(id) = self.log_held_back {
+            let _ = hostcalls::increment_metric(id, 1);
         }
     }
 

@@ -6,12 +6,15 @@ use std::rc::Rc;
 
 use loopback_guard_core::config::{Policy, TRUST_DOMAIN_ENV};
 use loopback_guard_core::decision::Guard;
+use loopback_guard_core::loglimit::LogLimiter;
 use loopback_guard_core::principal::Expected;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
-use super::host::ProxyHost;
+use std::time::Duration;
+
+use super::host::{now_ms, ProxyHost};
 use super::http::Http;
 use super::metrics::Metrics;
 
@@ -23,6 +26,8 @@ pub struct Shared {
     pub guard: RefCell<Guard>,
     pub metrics: Rc<Metrics>,
     pub logged_connections: RefCell<RecentConnections>,
+    /// Bounds the lines of decisions anyone can cause (denials, audit findings, exemptions).
+    pub limiter: RefCell<LogLimiter>,
 }
 
 #[derive(Default)]
@@ -56,7 +61,7 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let mut guard = Guard::new(policy, &ProxyHost);
+        let mut guard = Guard::new(policy, &ProxyHost::default());
         if let Some(notice) = guard.take_notice() {
             match guard.expected() {
                 Expected::Unavailable(_) => log::error!("loopback-guard: {notice}"),
@@ -65,12 +70,27 @@ impl RootContext for Root {
         }
         log::info!("loopback-guard: configured: {}", summary(guard.policy()));
         let metrics = Rc::clone(self.metrics.get_or_insert_with(|| Rc::new(Metrics::define())));
+        let policy = guard.policy();
+        let limiter = LogLimiter::new(policy.log_lines_per_second, policy.log_summary_seconds);
+        // The summary of held-back lines is written from the timer, so it comes even when the
+        // requests stop.
+        let tick = Duration::from_secs(u64::from(policy.log_summary_seconds));
+        if let Err(status) = hostcalls::set_tick_period(tick) {
+            log::error!("loopback-guard: cannot set the log summary timer: {status:?}");
+        }
         self.shared = Some(Rc::new(Shared {
             guard: RefCell::new(guard),
             metrics,
             logged_connections: RefCell::new(RecentConnections::default()),
+            limiter: RefCell::new(limiter),
         }));
         true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.write_summary();
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -83,18 +103,33 @@ impl RootContext for Root {
     }
 }
 
+impl Shared {
+    /// Writes the summary of held-back decision lines, if one is due.
+    pub fn write_summary(&self) {
+        let line = self.limiter.try_borrow_mut().ok().and_then(|mut limiter| limiter.summary(now_ms()));
+        if let Some(line) = line {
+            log::warn!("{line}");
+        }
+    }
+}
+
 fn summary(policy: &Policy) -> String {
     format!(
         "mode={} principal_source={} trust_domain={} allowed_principals={} exempt_paths={:?} \
-         require_loopback={} log_allowed={} certificate_cache_size={}",
+         exempt_authorities={:?} require_loopback={} log_allowed={} certificate_cache_size={} \
+         log_field_max_bytes={} log_lines_per_second={} log_summary_seconds={}",
         policy.mode.as_str(),
         policy.principal_source.as_str(),
         policy.trust_domain.as_str(),
         policy.allowed_principals.len(),
         policy.exempt_paths,
+        policy.exempt_authorities,
         policy.require_loopback,
         policy.log_allowed.as_str(),
-        policy.certificate_cache_size
+        policy.certificate_cache_size,
+        policy.log_field_max_bytes,
+        policy.log_lines_per_second,
+        policy.log_summary_seconds
     )
 }
 
