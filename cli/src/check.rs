@@ -118,8 +118,13 @@ pub(crate) fn run(args: &CheckArgs, json: bool, io: &mut Io<'_>) -> Result<u8, F
         service_account: args.service_account.clone(),
         listener_principal,
     };
-    let request =
-        Request { source_address: args.source.clone(), path: args.path.clone(), method: METHOD.into(), now };
+    let request = Request {
+        source_address: args.source.clone(),
+        path: args.path.clone(),
+        method: METHOD.into(),
+        authority: args.authority.clone(),
+        now,
+    };
     let host = CliHost { peer: peer.as_ref(), pod: &pod, request: &request };
     let handshake = match (&peer, &cas) {
         (Some(peer), Some(cas)) => Some(host::handshake(peer, cas, now)),
@@ -136,7 +141,7 @@ pub(crate) fn run(args: &CheckArgs, json: bool, io: &mut Io<'_>) -> Result<u8, F
     notice = notice.or_else(|| guard.take_notice());
     let labels =
         RequestLabels { connection_id: None, request_id: None, method: Some(METHOD), path: Some(&args.path) };
-    let line = decision.as_ref().map(|decision| decision_line(decision, &labels));
+    let line = decision.as_ref().map(|decision| decision_line(decision, &labels, policy.log_field_max_bytes));
 
     let svid = peer.as_ref().map(|peer| SvidFacts::from_der(&peer.der));
     let svid = svid.as_ref().and_then(|facts| facts.as_ref().ok());
@@ -325,7 +330,7 @@ fn time_text(seconds: i64) -> String {
 fn step_of(reason: Reason) -> Option<usize> {
     Some(match reason {
         Reason::Exempt => 0,
-        Reason::NotLoopback | Reason::SourceAddressUnavailable => 1,
+        Reason::NotLoopback | Reason::SourceAddressUnavailable | Reason::SourceAddressForwarded => 1,
         Reason::NoClientCertificate | Reason::CertificateUnvalidated => 2,
         Reason::CertificateUnavailable => 3,
         Reason::CertificateInvalid
@@ -479,8 +484,13 @@ mod tests {
     #[test]
     fn a_decision_without_a_step_marks_none_passed() {
         let policy = Policy::from_json(b"{}", None).unwrap();
-        let request =
-            Request { source_address: "127.0.0.1:1".into(), path: "/".into(), method: "GET".into(), now: 0 };
+        let request = Request {
+            source_address: "127.0.0.1:1".into(),
+            path: "/".into(),
+            method: "GET".into(),
+            authority: "127.0.0.1".into(),
+            now: 0,
+        };
         let decision = Decision::deny(Reason::HostError, "connection.mtls is [7]");
         let steps = steps(&policy, &decision, &request, None, false);
         assert!(steps[..6].iter().all(|step| step.status == Status::NotReached));

@@ -292,6 +292,7 @@ pub struct Request {
     pub source_address: String,
     pub path: String,
     pub method: String,
+    pub authority: String,
     /// The proxy's clock, seconds since the Unix epoch.
     pub now: i64,
 }
@@ -333,8 +334,14 @@ impl Host for CliHost<'_> {
         Ok(match name {
             ":path" => Some(self.request.path.clone()),
             ":method" => Some(self.request.method.clone()),
+            ":authority" => Some(self.request.authority.clone()),
             _ => None,
         })
+    }
+
+    /// The command describes a request without a body: its headers end the stream.
+    fn end_of_stream(&self) -> bool {
+        true
     }
 
     fn now(&self) -> Result<i64, HostError> {
@@ -418,8 +425,13 @@ mod tests {
             service_account: Some("app".into()),
             listener_principal: None,
         };
-        let request =
-            Request { source_address: "127.0.0.1:5".into(), path: "/x".into(), method: "GET".into(), now: 7 };
+        let request = Request {
+            source_address: "127.0.0.1:5".into(),
+            path: "/x".into(),
+            method: "GET".into(),
+            authority: "127.0.0.1".into(),
+            now: 7,
+        };
         let host = CliHost { peer: Some(&cert), pod: &pod, request: &request };
         assert_eq!(host.property(property::MTLS).unwrap(), Some(vec![1]));
         assert_eq!(host.property(property::PEER_CERTIFICATE_VALID).unwrap(), Some(vec![1]));

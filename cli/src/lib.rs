@@ -58,7 +58,7 @@ enum Output {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// The decision the filter would make for a request presenting this certificate.
-    Check(CheckArgs),
+    Check(Box<CheckArgs>),
     /// Plugin configurations.
     Config {
         #[command(subcommand)]
@@ -88,7 +88,9 @@ struct CheckArgs {
     no_cert: bool,
     /// The CAs the listener trusts for client certificates (its validation_context.trusted_ca,
     /// e.g. the mesh root): also decide the TLS handshake, which turns away a certificate of
-    /// another CA or out of its validity before the filter runs.
+    /// another CA or out of its validity before the filter runs. This models a listener that
+    /// validates the chain only (Istio's ROOTCA); Envoy's SPIFFE validator also turns away,
+    /// in the handshake, a certificate whose URI SAN names no configured trust domain.
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
     /// The plugin configuration: JSON, or a manifest that carries it [default: every default].
@@ -113,6 +115,9 @@ struct CheckArgs {
     /// The request path.
     #[arg(long, default_value = "/")]
     path: String,
+    /// The request's authority (`Host`), as an app calling the loopback listener sends it.
+    #[arg(long, value_name = "HOST[:PORT]", default_value = "127.0.0.1:16443")]
+    authority: String,
     /// The proxy's clock, RFC 3339 (e.g. 2026-12-01T23:12:07Z) [default: now].
     #[arg(long, value_name = "RFC3339")]
     at: Option<String>,

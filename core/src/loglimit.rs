@@ -49,7 +49,7 @@ impl LogLimiter {
     /// counted for the next summary.
     pub fn admit(&mut self, now_ms: u64, connection: Option<u64>, reason: Reason) -> bool {
         self.refill(now_ms);
-        let first = connection.map_or(true, |id| self.first_time((id, reason)));
+        let first = connection.is_none_or(|id| self.first_time((id, reason)));
         if first && self.tokens >= 1000 {
             self.tokens -= 1000;
             return true;

@@ -13,7 +13,7 @@ use std::fs;
 use std::path::Path;
 
 use loopback_guard_integration::command::loopback_guard;
-use loopback_guard_integration::envoy::{Envoy, Listener, Settings, StartError};
+use loopback_guard_integration::envoy::{Envoy, Listener, Settings, StartError, Validator};
 use loopback_guard_integration::pki::{
     spiffe_id, Authority, CertSpec, Credential, KeyUsagePurpose, Pki, APP_ID,
 };
@@ -226,9 +226,11 @@ fn differences(pki: &Pki, settings: &Settings, outcome: &Outcome, config_dir: &P
 }
 
 /// Runs `cases` on an Envoy with `settings`, and each through the command; returns the rows
-/// compared and every problem.
+/// compared and every problem. The listener validates the chain only (as Istio's ROOTCA does),
+/// which is what `check --ca` models: every certificate the CA signed reaches the filter.
 fn compare(pki: &Pki, settings: &Settings, cases: &[Case]) -> (usize, Vec<String>) {
     let config_dir = tempfile::tempdir().unwrap();
+    let settings = &settings.clone().validator(Validator::ChainOnly);
     let envoy = Envoy::start(pki, settings).unwrap();
     let outcomes = run_cases(&envoy, pki, cases).unwrap();
     envoy.stop();
@@ -280,7 +282,9 @@ fn the_command_decides_the_battery_as_envoy_does() {
             .on(Listener::Lenient),
         Case::new("no certificate, strict", None, Expected::HandshakeRefused),
     ]);
-    assert_parity(vec![compare(&pki, &Settings::with_plugin_config("{}"), &cases)]);
+    // Long enough for the 2048-byte SPIFFE ID to be logged whole.
+    let settings = Settings::with_plugin_config(r#"{"log_field_max_bytes":4096}"#);
+    assert_parity(vec![compare(&pki, &settings, &cases)]);
 }
 
 #[test]
