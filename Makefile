@@ -119,7 +119,8 @@ fuzz:
 ## RBAC, in a real Envoy (docs/performance.md). A few minutes; BENCH_* variables scale it
 ## (integration/src/bin/bench/main.rs lists them). Run it on an otherwise idle machine.
 ## `make bench-validate`: every arm's Envoy config passes `envoy --mode validate` (seconds).
-BENCH_ENV = ENVOY_BIN="$$(scripts/envoy.sh)" LOOPBACK_GUARD_BENCH_EMPTY_WASM="$$(bench/build-empty.sh)"
+BENCH_ENV = ENVOY_BIN="$$(scripts/envoy.sh)" LOOPBACK_GUARD_BENCH_EMPTY_WASM="$$(bench/build-empty.sh)" \
+  LOOPBACK_GUARD_BENCH_EMPTY_MIN_WASM="$$(bench/build-empty.sh min)"
 
 bench: build
 	$(BENCH_ENV) cargo run --locked --quiet -p loopback-guard-integration --bin bench
