@@ -139,8 +139,9 @@ def summarize(records):
                 / sum(r["requests"] for r in rounds.values()) * 1e6
             )
             # Per round against the same round's floors: the interleaving makes these pairs.
-            # (A host-call probe is priced against A1, the same module doing nothing.)
-            for ref in REFS:
+            # (A host-call probe is priced against A1, the same module doing nothing; an -alt arm,
+            # another build of the module, against the same arm with the shipped build.)
+            for ref in REFS + ((arm[: -len("-alt")],) if arm.endswith("-alt") else ()):
                 refs = by.get((ref, mode), {})
                 paired = [(rounds[n], refs[n]) for n in sorted(rounds) if n in refs]
                 row[f"per_round_vs_{ref}"] = [
@@ -270,7 +271,7 @@ def print_tables(summary, found, probe_costs, rss):
                             f"| {fmt(r.get(f'rps_ratio_vs_{ref}'), '.3f')} " for ref in REFS) + "|")
         print(f"\n{title}, per round (round: req/s ratio, CPU delta us):\n")
         for arm, r in rows.items():
-            for ref in REFS:
+            for ref in REFS + ((arm[: -len("-alt")],) if arm.endswith("-alt") else ()):
                 pairs = r.get(f"per_round_vs_{ref}", [])
                 if arm == ref or not pairs:
                     continue
@@ -295,6 +296,15 @@ def print_tables(summary, found, probe_costs, rss):
             print(f"| {arm} | {fmt(by.get(lo), '.1f')} | {fmt(by.get(hi), '.1f')} "
                   f"| {fmt(a.get(f'at_{lo}_workers_mb'), '+.1f')} | {fmt(a.get(f'at_{hi}_workers_mb'), '+.1f')} "
                   f"| {fmt(a.get('per_extra_worker_mb'), '+.1f')} |")
+    alts = [(mode, arm, r) for mode, rows in summary.items() for arm, r in rows.items() if arm.endswith("-alt")]
+    if alts:
+        print("\n## the other build (BENCH_GUARD_ALT_WASM) against the shipped one\n")
+        print("| mode | arm | CPU us/req above the shipped build (median of rounds) | req/s ratio |")
+        print("|---|---|--:|--:|")
+        for mode, arm, r in alts:
+            base = arm[: -len("-alt")]
+            print(f"| {mode} | {arm} vs {base} | {fmt(r.get(f'cpu_us_delta_vs_{base}'), '+.2f')} "
+                  f"| {fmt(r.get(f'rps_ratio_vs_{base}'), '.3f')} |")
     print("\n## goals (issue 11), from this run\n")
     print("| figure | arms | goal | measured | result |")
     print("|---|---|--:|--:|---|")

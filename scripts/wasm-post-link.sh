@@ -14,7 +14,7 @@
 #
 # Tools: binaryen's wasm-metadce (drops exports not named as roots, and the code only they
 # reached), wasm-opt and wasm-dis, from the distribution's `binaryen` package, installed on first
-# use. WASM_OPT_FLAGS overrides the optimisation flags (default: -Oz).
+# use. WASM_OPT_FLAGS overrides the optimisation flags (default below, see docs/performance.md).
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -51,7 +51,7 @@ trap 'rm -rf "$work"' EXIT
 } >"$work/graph.json"
 wasm-metadce "$in" -f "$work/graph.json" -o "$work/trimmed.wasm" >"$work/unused.txt"
 # shellcheck disable=SC2086 # WASM_OPT_FLAGS is a list of flags
-wasm-opt ${WASM_OPT_FLAGS:--Oz} --strip-debug --strip-producers "$work/trimmed.wasm" -o "$work/out.wasm"
+wasm-opt ${WASM_OPT_FLAGS:--O3 -ocimfs 0} --strip-debug --strip-producers "$work/trimmed.wasm" -o "$work/out.wasm"
 
 got=$(exports_of "$work/out.wasm")
 [ "$got" = "$wanted" ] ||

@@ -133,15 +133,31 @@ pub fn standard() -> Vec<Arm> {
     ]
 }
 
-/// `A3-alt`: A3 with another build of the module (`BENCH_GUARD_ALT_WASM`), e.g. another
-/// opt-level, measured interleaved with A3.
-pub fn guard_alt() -> Arm {
-    Arm::new(
-        "A3-alt",
-        "loopback-guard (default), other build",
-        vec![Filter::Wasm { module: Module::GuardAlt, configuration: "{}".to_owned() }],
-    )
-    .counting(GUARD_ALLOWED)
+/// `<arm>-alt`: the guard's arms A3, A4 and A3-deny with another build of the module
+/// (`BENCH_GUARD_ALT_WASM`), e.g. another opt-level, measured interleaved with the originals.
+pub fn guard_alt() -> Vec<Arm> {
+    standard()
+        .into_iter()
+        .filter(|arm| ["A3", "A4", "A3-deny"].contains(&arm.name.as_str()))
+        .map(|arm| {
+            let filters = arm
+                .filters
+                .iter()
+                .map(|filter| match filter {
+                    Filter::Wasm { module: Module::Guard, configuration } => {
+                        Filter::Wasm { module: Module::GuardAlt, configuration: configuration.clone() }
+                    }
+                    other => other.clone(),
+                })
+                .collect();
+            Arm {
+                name: format!("{}-alt", arm.name),
+                label: format!("{}, other build", arm.label),
+                filters,
+                ..arm
+            }
+        })
+        .collect()
 }
 
 /// `A1+<calls>`: the empty filter making host calls on each request (bench/empty-filter's
@@ -150,11 +166,11 @@ pub fn probe(calls: &str) -> Arm {
     Arm::new(&format!("A1+{calls}"), "A1 + host calls", vec![Filter::empty(calls)])
 }
 
-/// The arms named (in that order), then one probe arm per entry of `probes`. `A3-alt` is known
-/// by name but in no default run.
+/// The arms named (in that order), then one probe arm per entry of `probes`. The `-alt` arms
+/// are known by name but in no default run.
 pub fn select(names: &[String], probes: &[String]) -> Result<Vec<Arm>> {
     let mut all = standard();
-    all.push(guard_alt());
+    all.extend(guard_alt());
     let mut chosen = Vec::new();
     for name in names {
         let arm = all.iter().find(|arm| &arm.name == name).ok_or_else(|| {
@@ -197,7 +213,13 @@ mod tests {
         assert_eq!(arms[2].filters, [Filter::empty("time*20,metric")]);
         let err = select(&["A9".to_owned()], &[]).unwrap_err().to_string();
         assert!(err.starts_with("unknown arm \"A9\"; the arms are A0 A1-min A1 A2"), "{err}");
-        assert_eq!(select(&["A3-alt".to_owned()], &[]).unwrap()[0].name, "A3-alt");
+        let alt = select(&["A3-deny-alt".to_owned()], &[]).unwrap();
+        assert_eq!(alt[0].name, "A3-deny-alt");
+        assert_eq!((alt[0].client, alt[0].counter), (Client::Rogue, Some(GUARD_DENIED_MISMATCH)));
+        assert_eq!(
+            alt[0].filters,
+            [Filter::Wasm { module: Module::GuardAlt, configuration: "{}".to_owned() }]
+        );
         assert_eq!(select(&[], &[]).unwrap_err().to_string(), "no arm to run");
     }
 }

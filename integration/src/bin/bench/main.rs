@@ -36,8 +36,9 @@
 //!   BENCH_CPU_RATE [500], BENCH_CPU_REQUESTS [2000], BENCH_CPU_NEWCONN_RATE [100],
 //!   BENCH_CPU_NEWCONN_REQUESTS [300], BENCH_CONNECTIONS [8] (oha's concurrent connections),
 //!   BENCH_WARMUP [3000] (requests per arm before measuring: V8 tier-up, the certificate cache),
-//!   BENCH_ARMS [every arm of arms::standard, and A3-alt with BENCH_GUARD_ALT_WASM],
-//!   BENCH_GUARD_ALT_WASM (another build of the module, run as arm A3-alt), BENCH_PROBES (extra arms "A1+<calls>", the empty
+//!   BENCH_ARMS [every arm of arms::standard, and the -alt arms with BENCH_GUARD_ALT_WASM],
+//!   BENCH_GUARD_ALT_WASM (another build of the module, run as A3-alt, A4-alt, A3-deny-alt and
+//!   compared with A3, A4, A3-deny), BENCH_PROBES (extra arms "A1+<calls>", the empty
 //!   filter making host calls, space-separated, e.g. "property:connection.mtls*20 time*20,metric*20"),
 //!   BENCH_RSS_WORKERS [4] (0: no RSS comparison), BENCH_ENVOY_CPU [0], BENCH_LOAD_CPU [1],
 //!   BENCH_TLS_RESUMPTION [0] (1: Envoy's default), BENCH_LOG_LEVEL [info], BENCH_STRICT [0]
@@ -122,13 +123,13 @@ impl Settings {
             None => {
                 let mut names: Vec<String> = arms::standard().into_iter().map(|arm| arm.name).collect();
                 if guard_alt_wasm.is_some() {
-                    names.push(arms::guard_alt().name);
+                    names.extend(arms::guard_alt().into_iter().map(|arm| arm.name));
                 }
                 names
             }
         };
-        if guard_alt_wasm.is_none() && names.iter().any(|name| *name == arms::guard_alt().name) {
-            return Err(Error::new("arm A3-alt needs BENCH_GUARD_ALT_WASM (the other build's module)"));
+        if guard_alt_wasm.is_none() && names.iter().any(|name| name.ends_with("-alt")) {
+            return Err(Error::new("the -alt arms need BENCH_GUARD_ALT_WASM (the other build's module)"));
         }
         let probes = var("BENCH_PROBES").map(|list| words(&list)).unwrap_or_default();
         let modes = words(&var("BENCH_MODES").unwrap_or_else(|| "rate max newconn".to_owned()))
