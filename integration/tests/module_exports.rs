@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::fs;
 
 use loopback_guard_integration::envoy::wasm_module;
-use loopback_guard_integration::repo_root;
+use loopback_guard_integration::{repo_root, Context, Error, Result};
 use wasmparser::{ExternalKind, Parser, Payload, Validator, WasmFeatures};
 
 /// What the module must export, and why (scripts/wasm-exports.txt says the same at more length).
@@ -61,44 +61,45 @@ const CALLBACKS: [(&str, &str); 27] = [
     ("on_upstream_close", "proxy_on_upstream_connection_close"),
 ];
 
-fn module_bytes() -> Vec<u8> {
-    let path = wasm_module().unwrap();
-    fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+fn module_bytes() -> Result<Vec<u8>> {
+    let path = wasm_module()?;
+    fs::read(&path).context(format!("reading {}", path.display()))
 }
 
-fn exports(bytes: &[u8]) -> Vec<(String, ExternalKind)> {
+fn exports(bytes: &[u8]) -> Result<Vec<(String, ExternalKind)>> {
     let mut found = Vec::new();
     for payload in Parser::new(0).parse_all(bytes) {
-        if let Payload::ExportSection(section) = payload.unwrap() {
+        let payload = payload.map_err(|e| Error::new(format!("parsing the module: {e}")))?;
+        if let Payload::ExportSection(section) = payload {
             for export in section {
-                let export = export.unwrap();
+                let export = export.map_err(|e| Error::new(format!("reading an export: {e}")))?;
                 found.push((export.name.to_owned(), export.kind));
             }
         }
     }
     found.sort_by(|a, b| a.0.cmp(&b.0));
-    found
+    Ok(found)
 }
 
 /// The trait methods that the filter's glue (src/filter) defines, by name.
-fn implemented_callbacks() -> BTreeSet<&'static str> {
+fn implemented_callbacks() -> Result<BTreeSet<&'static str>> {
     let dir = repo_root().join("src/filter");
     let mut found = BTreeSet::new();
-    for entry in fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let text = fs::read_to_string(&path).unwrap();
+    for entry in fs::read_dir(&dir).context(format!("listing {}", dir.display()))? {
+        let path = entry.context("listing src/filter")?.path();
+        let text = fs::read_to_string(&path).context(format!("reading {}", path.display()))?;
         for (method, _) in CALLBACKS {
             if text.contains(&format!("fn {method}(")) {
                 found.insert(method);
             }
         }
     }
-    found
+    Ok(found)
 }
 
 #[test]
 fn the_shipped_module_exports_exactly_the_callbacks_it_needs() {
-    let got = exports(&module_bytes());
+    let got = exports(&module_bytes().unwrap()).unwrap();
     let mut want: Vec<(String, ExternalKind)> =
         EXPECTED.iter().map(|(name, kind)| ((*name).to_owned(), *kind)).collect();
     want.sort_by(|a, b| a.0.cmp(&b.0));
@@ -107,13 +108,13 @@ fn the_shipped_module_exports_exactly_the_callbacks_it_needs() {
 
 #[test]
 fn the_shipped_module_is_valid_webassembly() {
-    let bytes = module_bytes();
+    let bytes = module_bytes().unwrap();
     Validator::new_with_features(WasmFeatures::default()).validate_all(&bytes).unwrap();
 }
 
 #[test]
 fn every_callback_the_filter_implements_is_exported_and_every_exported_one_implemented() {
-    let implemented = implemented_callbacks();
+    let implemented = implemented_callbacks().unwrap();
     // The glue as it is today; a new callback must be added here, to EXPECTED and to
     // scripts/wasm-exports.txt, or Envoy never calls it.
     assert!(
@@ -132,7 +133,8 @@ fn every_callback_the_filter_implements_is_exported_and_every_exported_one_imple
     // The other way round: a filter callback exported but not implemented costs a VM entry for
     // the SDK's default. (Exports of the VM and of context life are not filter callbacks.)
     for (_, export) in CALLBACKS {
-        let is_filters = ["proxy_on_vm_start", "proxy_on_configure", "proxy_on_request_headers"].contains(&export);
+        let is_filters =
+            ["proxy_on_vm_start", "proxy_on_configure", "proxy_on_request_headers"].contains(&export);
         if is_filters {
             let used = CALLBACKS.iter().any(|(m, e)| *e == export && implemented.contains(m));
             assert!(used, "{export} is kept but src/filter implements nothing behind it");
