@@ -115,11 +115,13 @@ test-fuzz:
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(FUZZ_TARGETS)
 
-## What the filter costs Envoy per request, against no filter, an empty wasm filter and native
-## RBAC, in a real Envoy (docs/performance.md). A few minutes; BENCH_* variables scale it
+## What the filter costs Envoy per request, against no filter, an empty wasm filter (as the SDK
+## builds it, A1, and exporting only the guard's callbacks, A1-min) and native RBAC, in a real
+## Envoy, ending with issue 11's goals table (docs/performance.md). A few minutes; BENCH_* scale it
 ## (integration/src/bin/bench/main.rs lists them). Run it on an otherwise idle machine.
 ## `make bench-validate`: every arm's Envoy config passes `envoy --mode validate` (seconds).
-BENCH_ENV = ENVOY_BIN="$$(scripts/envoy.sh)" LOOPBACK_GUARD_BENCH_EMPTY_WASM="$$(bench/build-empty.sh)"
+BENCH_ENV = ENVOY_BIN="$$(scripts/envoy.sh)" LOOPBACK_GUARD_BENCH_EMPTY_WASM="$$(bench/build-empty.sh)" \
+  LOOPBACK_GUARD_BENCH_EMPTY_MIN_WASM="$$(bench/build-empty.sh min)"
 
 bench: build
 	$(BENCH_ENV) cargo run --locked --quiet -p loopback-guard-integration --bin bench

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds the filter for Envoy (wasm32-wasip1, release) into dist/loopback_guard.wasm.
+# Builds the filter for Envoy (wasm32-wasip1, release) into dist/loopback_guard.wasm: cargo, then
+# the post-link step (scripts/wasm-post-link.sh) that keeps only the exports in
+# scripts/wasm-exports.txt and optimises for size.
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -27,9 +29,7 @@ esac
 
 module="$target_dir/$target/release/loopback_guard.wasm"
 [ -f "$module" ] || die "cargo built no $module"
-# Copy only when changed, so dist/'s timestamp means "the module changed".
-if ! cmp -s "$module" "$dist"; then
-  mkdir -p "$(dirname "$dist")"
-  cp "$module" "$dist"
-fi
-echo "$dist ($(wc -c <"$dist") bytes)"
+mapfile -t exports < <(grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$ROOT/scripts/wasm-exports.txt")
+# (It copies only when changed, so dist/'s timestamp means "the module changed".)
+"$ROOT/scripts/wasm-post-link.sh" "$module" "$dist" "${exports[@]}"
+echo "$dist ($(wc -c <"$dist") bytes; $(wc -c <"$module") before the post-link step)"

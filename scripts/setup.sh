@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the other scripts need, only what is missing:
-#   setup.sh [all|rust|wasm|envoy|bindgen|integration|xds]
+#   setup.sh [all|rust|wasm|binaryen|envoy|bindgen|integration|xds]
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -24,6 +24,14 @@ xds() {
   "$ROOT/scripts/xds-python.sh" >/dev/null
 }
 
+binaryen() {
+  # wasm-metadce, wasm-opt and wasm-dis for the modules' post-link step (scripts/wasm-post-link.sh).
+  local tool
+  for tool in wasm-metadce wasm-opt wasm-dis; do
+    command -v "$tool" >/dev/null || { apt_install binaryen; return; }
+  done
+}
+
 envoy() {
   "$ROOT/scripts/envoy.sh" "$ENVOY_VERSION" >/dev/null
 }
@@ -41,7 +49,7 @@ bindgen() {
 
 case "${1:-all}" in
   # (not `a && b`: bash ignores set -e inside functions called from an && list)
-  all) rust; wasm; bindgen; envoy; integration; xds ;;
-  rust | wasm | envoy | bindgen | integration | xds) "$1" ;;
-  *) die "usage: $0 [all|rust|wasm|envoy|bindgen|integration|xds]" ;;
+  all) rust; wasm; binaryen; bindgen; envoy; integration; xds ;;
+  rust | wasm | binaryen | envoy | bindgen | integration | xds) "$1" ;;
+  *) die "usage: $0 [all|rust|wasm|binaryen|envoy|bindgen|integration|xds]" ;;
 esac

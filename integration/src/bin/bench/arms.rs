@@ -18,6 +18,11 @@ pub enum Module {
     Guard,
     /// bench/empty-filter: returns Continue and, configured, repeats chosen host calls.
     Empty,
+    /// bench/empty-filter through the shipped module's post-link step: it exports exactly the
+    /// callbacks loopback-guard does (`bench/build-empty.sh min`).
+    EmptyMin,
+    /// Another build of loopback-guard (`BENCH_GUARD_ALT_WASM`), to compare two builds.
+    GuardAlt,
 }
 
 /// One HTTP filter, placed before the router.
@@ -36,6 +41,10 @@ impl Filter {
 
     pub fn empty(configuration: &str) -> Self {
         Filter::Wasm { module: Module::Empty, configuration: configuration.to_owned() }
+    }
+
+    pub fn empty_min(configuration: &str) -> Self {
+        Filter::Wasm { module: Module::EmptyMin, configuration: configuration.to_owned() }
     }
 }
 
@@ -110,7 +119,8 @@ impl Arm {
 pub fn standard() -> Vec<Arm> {
     vec![
         Arm::new("A0", "no filter", vec![]),
-        Arm::new("A1", "empty wasm filter", vec![Filter::empty("")]),
+        Arm::new("A1-min", "empty wasm filter, only the guard's exports", vec![Filter::empty_min("")]),
+        Arm::new("A1", "empty wasm filter (SDK: every export)", vec![Filter::empty("")]),
         Arm::new("A2", "native RBAC", vec![Filter::Rbac]).counting(RBAC_ALLOWED),
         Arm::new("A3", "loopback-guard (default)", vec![Filter::guard("{}")]).counting(GUARD_ALLOWED),
         Arm::new("A4", "loopback-guard, cache off", vec![Filter::guard(r#"{"certificate_cache_size":0}"#)])
@@ -123,15 +133,44 @@ pub fn standard() -> Vec<Arm> {
     ]
 }
 
+/// `<arm>-alt`: the guard's arms A3, A4 and A3-deny with another build of the module
+/// (`BENCH_GUARD_ALT_WASM`), e.g. another opt-level, measured interleaved with the originals.
+pub fn guard_alt() -> Vec<Arm> {
+    standard()
+        .into_iter()
+        .filter(|arm| ["A3", "A4", "A3-deny"].contains(&arm.name.as_str()))
+        .map(|arm| {
+            let filters = arm
+                .filters
+                .iter()
+                .map(|filter| match filter {
+                    Filter::Wasm { module: Module::Guard, configuration } => {
+                        Filter::Wasm { module: Module::GuardAlt, configuration: configuration.clone() }
+                    }
+                    other => other.clone(),
+                })
+                .collect();
+            Arm {
+                name: format!("{}-alt", arm.name),
+                label: format!("{}, other build", arm.label),
+                filters,
+                ..arm
+            }
+        })
+        .collect()
+}
+
 /// `A1+<calls>`: the empty filter making host calls on each request (bench/empty-filter's
 /// configuration, items separated by commas), to price one call against A1.
 pub fn probe(calls: &str) -> Arm {
     Arm::new(&format!("A1+{calls}"), "A1 + host calls", vec![Filter::empty(calls)])
 }
 
-/// The arms named (in that order), then one probe arm per entry of `probes`.
+/// The arms named (in that order), then one probe arm per entry of `probes`. The `-alt` arms
+/// are known by name but in no default run.
 pub fn select(names: &[String], probes: &[String]) -> Result<Vec<Arm>> {
-    let all = standard();
+    let mut all = standard();
+    all.extend(guard_alt());
     let mut chosen = Vec::new();
     for name in names {
         let arm = all.iter().find(|arm| &arm.name == name).ok_or_else(|| {
@@ -173,7 +212,14 @@ mod tests {
         assert_eq!(got, ["A3", "A0", "A1+time*20,metric"]);
         assert_eq!(arms[2].filters, [Filter::empty("time*20,metric")]);
         let err = select(&["A9".to_owned()], &[]).unwrap_err().to_string();
-        assert!(err.starts_with("unknown arm \"A9\"; the arms are A0 A1 A2"), "{err}");
+        assert!(err.starts_with("unknown arm \"A9\"; the arms are A0 A1-min A1 A2"), "{err}");
+        let alt = select(&["A3-deny-alt".to_owned()], &[]).unwrap();
+        assert_eq!(alt[0].name, "A3-deny-alt");
+        assert_eq!((alt[0].client, alt[0].counter), (Client::Rogue, Some(GUARD_DENIED_MISMATCH)));
+        assert_eq!(
+            alt[0].filters,
+            [Filter::Wasm { module: Module::GuardAlt, configuration: "{}".to_owned() }]
+        );
         assert_eq!(select(&[], &[]).unwrap_err().to_string(), "no arm to run");
     }
 }

@@ -21,6 +21,9 @@ pub struct Inputs<'a> {
     pub cert_dir: &'a Path,
     pub guard_wasm: &'a Path,
     pub empty_wasm: &'a Path,
+    pub empty_min_wasm: &'a Path,
+    /// `BENCH_GUARD_ALT_WASM`, for the -alt arms.
+    pub guard_alt_wasm: Option<&'a Path>,
     /// false: every new connection makes a full handshake (no session resumption, stateless or
     /// stateful); true: Envoy's default.
     pub tls_resumption: bool,
@@ -97,14 +100,17 @@ fn http_filter(filter: &Filter, inputs: &Inputs) -> Value {
         Filter::Wasm { module, configuration } => {
             let (name, path) = match module {
                 Module::Guard => ("loopback_guard", inputs.guard_wasm),
+                // (main.rs refuses the -alt arms without BENCH_GUARD_ALT_WASM.)
+                Module::GuardAlt => ("loopback_guard", inputs.guard_alt_wasm.unwrap_or(inputs.guard_wasm)),
                 Module::Empty => ("bench_empty", inputs.empty_wasm),
+                Module::EmptyMin => ("bench_empty", inputs.empty_min_wasm),
             };
             let mut vm_config = json!({
                 "vm_id": name,
                 "runtime": "envoy.wasm.runtime.v8",
                 "code": {"local": {"filename": path.display().to_string()}}
             });
-            if let (Module::Guard, Some(fields)) = (module, vm_config.as_object_mut()) {
+            if let (Module::Guard | Module::GuardAlt, Some(fields)) = (module, vm_config.as_object_mut()) {
                 fields.insert("environment_variables".to_owned(), json!({"host_env_keys": ["TRUST_DOMAIN"]}));
             }
             json!({
@@ -152,6 +158,8 @@ mod tests {
             cert_dir: Path::new("/certs"),
             guard_wasm: Path::new("/guard.wasm"),
             empty_wasm: Path::new("/empty.wasm"),
+            empty_min_wasm: Path::new("/empty-min.wasm"),
+            guard_alt_wasm: Some(Path::new("/guard-alt.wasm")),
             tls_resumption: false,
         }
     }
@@ -173,6 +181,7 @@ mod tests {
         let expected = [
             ("A0", vec!["envoy.filters.http.router"]),
             ("A1", vec!["envoy.filters.http.wasm", "envoy.filters.http.router"]),
+            ("A1-min", vec!["envoy.filters.http.wasm", "envoy.filters.http.router"]),
             ("A2", vec!["envoy.filters.http.rbac", "envoy.filters.http.router"]),
             ("A3", vec!["envoy.filters.http.wasm", "envoy.filters.http.router"]),
             ("A2-deny", vec!["envoy.filters.http.rbac", "envoy.filters.http.router"]),
@@ -218,5 +227,13 @@ mod tests {
         assert_eq!(config.pointer(&code), Some(&json!("/empty.wasm")));
         assert_eq!(config.pointer(&format!("{wasm}/root_id")), Some(&json!("bench_empty")));
         assert_eq!(config.pointer(&env), None);
+
+        let arm = Arm { filters: vec![Filter::empty_min("")], ..arm };
+        let config = super::config(&arm, &inputs());
+        assert_eq!(config.pointer(&code), Some(&json!("/empty-min.wasm")));
+
+        let config = super::config(&crate::arms::guard_alt()[0], &inputs());
+        assert_eq!(config.pointer(&code), Some(&json!("/guard-alt.wasm")));
+        assert_eq!(config.pointer(&env), Some(&json!(["TRUST_DOMAIN"])));
     }
 }

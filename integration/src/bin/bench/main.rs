@@ -1,5 +1,6 @@
 //! `make bench`: what loopback-guard costs Envoy per request, against no filter, an empty wasm
-//! filter and Envoy's native RBAC, in a real Envoy (docs/performance.md explains the method and
+//! filter (as the SDK builds it, A1, and with only the callbacks loopback-guard exports, A1-min)
+//! and Envoy's native RBAC, in a real Envoy (docs/performance.md explains the method and
 //! the figures). `make bench-validate` (`bench validate`) only renders every arm's config and
 //! checks it with `envoy --mode validate`.
 //!
@@ -24,7 +25,7 @@
 //! Per measurement: oha's requests/s, p50 and p99; Envoy's CPU time (utime+stime from
 //! /proc/<pid>/stat in clock ticks, and its threads' run time in ns from schedstat); Envoy's RSS;
 //! its counters before and after, which must show that every request took the arm's path. Then,
-//! for A0, A1 and A3, the RSS at 1 and at `BENCH_RSS_WORKERS` workers.
+//! for A0, A1-min, A1 and A3, the RSS at 1 and at `BENCH_RSS_WORKERS` workers.
 //!
 //! Output: tables on stdout, every number in target/bench/bench-<time>.json (and latest.json),
 //! raw measurements in target/bench/raw-<time>/.
@@ -35,13 +36,16 @@
 //!   BENCH_CPU_RATE [500], BENCH_CPU_REQUESTS [2000], BENCH_CPU_NEWCONN_RATE [100],
 //!   BENCH_CPU_NEWCONN_REQUESTS [300], BENCH_CONNECTIONS [8] (oha's concurrent connections),
 //!   BENCH_WARMUP [3000] (requests per arm before measuring: V8 tier-up, the certificate cache),
-//!   BENCH_ARMS [every arm of arms::standard], BENCH_PROBES (extra arms "A1+<calls>", the empty
+//!   BENCH_ARMS [every arm of arms::standard, and the -alt arms with BENCH_GUARD_ALT_WASM],
+//!   BENCH_GUARD_ALT_WASM (another build of the module, run as A3-alt, A4-alt, A3-deny-alt and
+//!   compared with A3, A4, A3-deny), BENCH_PROBES (extra arms "A1+<calls>", the empty
 //!   filter making host calls, space-separated, e.g. "property:connection.mtls*20 time*20,metric*20"),
 //!   BENCH_RSS_WORKERS [4] (0: no RSS comparison), BENCH_ENVOY_CPU [0], BENCH_LOAD_CPU [1],
 //!   BENCH_TLS_RESUMPTION [0] (1: Envoy's default), BENCH_LOG_LEVEL [info], BENCH_STRICT [0]
 //!   (1: exit 1 when a target is missed), BENCH_PERF [0] (1: `perf record` of Envoy during every
 //!   burst of mode rate, into target/bench/perf-<arm>-r<round>.data), OHA_VERSION [1.16.0];
-//!   ENVOY_BIN, LOOPBACK_GUARD_WASM and LOOPBACK_GUARD_BENCH_EMPTY_WASM (the Makefile sets them).
+//!   ENVOY_BIN, LOOPBACK_GUARD_WASM, LOOPBACK_GUARD_BENCH_EMPTY_WASM and
+//!   LOOPBACK_GUARD_BENCH_EMPTY_MIN_WASM (the Makefile sets them).
 
 mod arms;
 mod envoy_config;
@@ -106,24 +110,37 @@ pub struct Settings {
     pub envoy: PathBuf,
     pub guard_wasm: PathBuf,
     pub empty_wasm: PathBuf,
+    pub empty_min_wasm: PathBuf,
+    pub guard_alt_wasm: Option<PathBuf>,
 }
 
 impl Settings {
     fn from_env() -> Result<Self> {
+        let guard_alt_wasm =
+            var("BENCH_GUARD_ALT_WASM").map(|path| existing(&path, "BENCH_GUARD_ALT_WASM")).transpose()?;
         let names = match var("BENCH_ARMS") {
             Some(list) => words(&list),
-            None => arms::standard().into_iter().map(|arm| arm.name).collect(),
+            None => {
+                let mut names: Vec<String> = arms::standard().into_iter().map(|arm| arm.name).collect();
+                if guard_alt_wasm.is_some() {
+                    names.extend(arms::guard_alt().into_iter().map(|arm| arm.name));
+                }
+                names
+            }
         };
+        if guard_alt_wasm.is_none() && names.iter().any(|name| name.ends_with("-alt")) {
+            return Err(Error::new("the -alt arms need BENCH_GUARD_ALT_WASM (the other build's module)"));
+        }
         let probes = var("BENCH_PROBES").map(|list| words(&list)).unwrap_or_default();
         let modes = words(&var("BENCH_MODES").unwrap_or_else(|| "rate max newconn".to_owned()))
             .iter()
             .map(|mode| mode.parse())
             .collect::<Result<Vec<Mode>>>()?;
-        let empty_wasm = var("LOOPBACK_GUARD_BENCH_EMPTY_WASM").map(PathBuf::from).ok_or_else(|| {
-            Error::new(
-                "LOOPBACK_GUARD_BENCH_EMPTY_WASM is not set: run `make bench` (it builds bench/empty-filter)",
-            )
-        })?;
+        let built_by_make = |name: &str| {
+            var(name).map(|path| existing(&path, name)).unwrap_or_else(|| {
+                Err(Error::new(format!("{name} is not set: run `make bench` (it builds bench/empty-filter)")))
+            })
+        };
         Ok(Settings {
             rounds: number("BENCH_ROUNDS", 20)?,
             modes,
@@ -147,11 +164,17 @@ impl Settings {
             oha_version: var("OHA_VERSION").unwrap_or_else(|| "1.16.0".to_owned()),
             envoy: envoy_bin()?,
             guard_wasm: wasm_module()?,
-            empty_wasm: empty_wasm
-                .canonicalize()
-                .context(format!("the empty filter {}", empty_wasm.display()))?,
+            empty_wasm: built_by_make("LOOPBACK_GUARD_BENCH_EMPTY_WASM")?,
+            empty_min_wasm: built_by_make("LOOPBACK_GUARD_BENCH_EMPTY_MIN_WASM")?,
+            guard_alt_wasm,
         })
     }
+}
+
+/// `path` made absolute (Envoy resolves relative paths against its own directory), or an error
+/// naming the variable that gave it.
+fn existing(path: &str, name: &str) -> Result<PathBuf> {
+    Path::new(path).canonicalize().context(format!("{name}={path}"))
 }
 
 fn var(name: &str) -> Option<String> {
@@ -210,6 +233,8 @@ pub fn write_config(
         cert_dir: certificates.pki.dir(),
         guard_wasm: &settings.guard_wasm,
         empty_wasm: &settings.empty_wasm,
+        empty_min_wasm: &settings.empty_min_wasm,
+        guard_alt_wasm: settings.guard_alt_wasm.as_deref(),
         tls_resumption: settings.tls_resumption,
     };
     let config = envoy_config::config(arm, &inputs);

@@ -21,7 +21,7 @@ use crate::{out_dir, write_config, Certificates, Settings};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The arms whose RSS is compared at 1 and at BENCH_RSS_WORKERS workers.
-const RSS_ARMS: [&str; 3] = ["A0", "A1", "A3"];
+const RSS_ARMS: [&str; 4] = ["A0", "A1-min", "A1", "A3"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -460,6 +460,10 @@ fn sha256_file(path: &Path) -> Result<String> {
         .collect())
 }
 
+fn file_size(path: &Path) -> Result<u64> {
+    Ok(fs::metadata(path).context(format!("reading {}", path.display()))?.len())
+}
+
 /// `20261201T120000Z`
 fn stamp() -> String {
     let now = time::OffsetDateTime::now_utc();
@@ -574,6 +578,7 @@ pub fn run(settings: &Settings) -> Result<ExitCode> {
         .arg(&json_path)
         .args(["--machine", &machine(), "--envoy", envoy_version, "--oha", &oha_version])
         .args(["--loadavg", &load_after, "--module-sha256", &sha256_file(&settings.guard_wasm)?])
+        .args(["--module-bytes", &file_size(&settings.guard_wasm)?.to_string()])
         .args(["--git", if git.is_empty() { "unknown" } else { &git }])
         .args(["--strict-targets", if settings.strict { "1" } else { "0" }])
         .status()
