@@ -298,7 +298,7 @@ impl Sidecar {
         let client = Client::new(&pki.ca_path(), identity)?;
         let (log_at, access_at) = (self.log().len(), self.access_log().len());
         let guard_before = self.stats("^wasmcustom\\.loopback_guard\\.")?;
-        let rbac_before = self.stats("^http\\.loopback_guard\\.rbac\\.")?;
+        let rbac_before = self.stats(RBAC_STATS)?;
         let reply = client.get_with_headers(&self.url("/"), &[("host".to_owned(), host.as_bytes().to_vec())]);
         // The access log line comes after the stream ends, up to one flush interval later.
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -325,11 +325,7 @@ impl Sidecar {
                 &self.stats("^wasmcustom\\.loopback_guard\\.")?,
                 "wasmcustom.loopback_guard.",
             ),
-            rbac: changes(
-                &rbac_before,
-                &self.stats("^http\\.loopback_guard\\.rbac\\.")?,
-                "http.loopback_guard.rbac.",
-            ),
+            rbac: changes(&rbac_before, &self.stats(RBAC_STATS)?, RBAC_SCOPE),
             reply,
         })
     }
@@ -378,12 +374,26 @@ fn read_lossy(path: &Path) -> String {
     fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
 }
 
+/// The RBAC filter's stats on the loopback listener. Envoy 1.40 keeps a filter's stats in its
+/// connection manager's scope (`http.loopback_guard.rbac.`) even when the filter came over
+/// ECDS; Envoy 1.36.4 was seen to keep those of an ECDS filter's default config in
+/// `extension_config_discovery.http_filter.<filter name, dots and all>.rbac.` instead.
+const RBAC_STATS: &str = "^(http\\.loopback_guard|extension_config_discovery\\.http_filter\\..+)\\.rbac\\.";
+/// What [`changes`] strips from an RBAC stat's name, wherever its scope is.
+const RBAC_SCOPE: &str = ".rbac.";
+
+/// The counters that changed, named without `prefix` (or, for a prefix starting with `.`,
+/// without everything up to and including its first occurrence).
 fn changes(before: &Stats, after: &Stats, prefix: &str) -> BTreeMap<String, i64> {
     after
         .0
         .iter()
         .filter_map(|(name, value)| {
-            let short = name.strip_prefix(prefix)?;
+            let short = if prefix.starts_with('.') {
+                name.split_once(prefix).map(|(_, rest)| rest)?
+            } else {
+                name.strip_prefix(prefix)?
+            };
             let was = before.0.get(name).copied().unwrap_or(0);
             let change = i64::try_from(*value).ok()? - i64::try_from(was).ok()?;
             (change != 0).then(|| (short.to_owned(), change))
