@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use crate::cache::{CertCache, Checked};
 use crate::config::{Mode, Policy};
+use crate::engine::{Level, Notice};
 use crate::host::{property, Host, HostError, XFCC_HEADER};
 use crate::identity::SpiffeId;
 use crate::principal::{self, Expected, Source};
@@ -86,6 +87,8 @@ reasons! {
     NoExpectedPrincipal => "no_expected_principal", "No source gave the pod's own principal.";
     PrincipalMismatch => "principal_mismatch", "The SVID is valid but names another principal.";
     HostError => "host_error", "A host call failed.";
+    Unconfigured => "unconfigured", "The filter has no valid configuration.";
+    EngineBusy => "engine_busy", "The decision engine was already in use (a re-entrant call).";
 }
 
 impl Reason {
@@ -170,8 +173,8 @@ pub struct Guard {
     policy: Policy,
     expected: Expected,
     cache: CertCache,
-    /// Messages for the operator that the glue should log once (see [`Guard::take_notice`]).
-    notices: Vec<String>,
+    /// Messages for the operator, each to be logged once (see [`Guard::take_notices`]).
+    notices: Vec<Notice>,
     local_notice_given: bool,
     validated: Validated,
     validity_notice_considered: bool,
@@ -185,7 +188,8 @@ impl Guard {
         let notices = match expected {
             // Said at the first request, when the certificate is known.
             Expected::LocalCertificate => Vec::new(),
-            _ => vec![expected.to_string()],
+            Expected::Unavailable(_) => vec![Notice::new(Level::Error, expected.to_string())],
+            Expected::Known(..) => vec![Notice::new(Level::Info, expected.to_string())],
         };
         Self {
             policy,
@@ -209,7 +213,12 @@ impl Guard {
     /// A one-time message for the operator (where the expected principal comes from, what this
     /// Envoy cannot tell the filter), if one is due.
     pub fn take_notice(&mut self) -> Option<String> {
-        (!self.notices.is_empty()).then(|| self.notices.remove(0))
+        (!self.notices.is_empty()).then(|| self.notices.remove(0).text)
+    }
+
+    /// Every one-time message due, with the level to log it at.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
     }
 
     /// Decides on one request.
@@ -336,7 +345,8 @@ impl Guard {
                 let id = Rc::new(id);
                 if !self.local_notice_given {
                     self.local_notice_given = true;
-                    self.notices.push(Expected::Known(Rc::clone(&id), Source::LocalCertificate).to_string());
+                    let text = Expected::Known(Rc::clone(&id), Source::LocalCertificate).to_string();
+                    self.notices.push(Notice::new(Level::Info, text));
                 }
                 Ok(id)
             }
@@ -354,7 +364,7 @@ impl Guard {
         self.validity_notice_considered = true;
         if let Ok((None, _)) = host.shared_data(NO_VALIDITY_NOTICE_KEY) {
             if host.set_shared_data(NO_VALIDITY_NOTICE_KEY, b"said", None).is_ok() {
-                self.notices.push(NO_VALIDITY_NOTICE.to_owned());
+                self.notices.push(Notice::new(Level::Warn, NO_VALIDITY_NOTICE));
             }
         }
     }
@@ -814,7 +824,10 @@ mod tests {
             );
             seen.insert(reason);
         }
-        let untested: Vec<_> = Reason::ALL.iter().filter(|r| !seen.contains(r)).collect();
+        // Given without a check, by `Outcome::refused`: tested with the filter's glue (src/tests.rs).
+        let refused = [Reason::Unconfigured, Reason::EngineBusy];
+        let untested: Vec<_> =
+            Reason::ALL.iter().filter(|r| !seen.contains(r) && !refused.contains(r)).collect();
         assert!(untested.is_empty(), "reasons without a case: {untested:?}");
     }
 

@@ -3,6 +3,11 @@
 //! They are signed with a fake key: the filter never verifies signatures (Envoy did that in the
 //! handshake), and leaving out a crypto backend keeps these tests buildable for
 //! wasm32-unknown-unknown.
+//!
+//! Built for core's own tests and, with the `testing` feature, for every other crate's tests,
+//! benches and fuzz targets: one of each helper for the whole workspace.
+// Test code: a helper that cannot build its fixture should stop the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use rcgen::string::Ia5String;
 use rcgen::{
@@ -128,6 +133,9 @@ pub fn url_encode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// Shared data: key -> (value, compare-and-swap token).
+type SharedData = std::collections::HashMap<String, (Vec<u8>, u32)>;
+
 /// A [`Host`](crate::host::Host) over maps: `.with_property(..)`, `.with_header(..)`.
 #[derive(Default, Clone)]
 pub struct FakeHost {
@@ -137,7 +145,7 @@ pub struct FakeHost {
     now: Option<i64>,
     end_of_stream: Option<bool>,
     /// Shared data: key -> (value, token); shared by clones, as the VMs of one Envoy share it.
-    shared: std::rc::Rc<std::cell::RefCell<std::collections::HashMap<String, (Vec<u8>, u32)>>>,
+    shared: std::rc::Rc<std::cell::RefCell<SharedData>>,
     /// How many more writes lose a compare-and-swap race.
     cas_conflicts: std::rc::Rc<std::cell::Cell<usize>>,
 }
