@@ -148,6 +148,28 @@ struct Facts {
     cert_sha256: Option<String>,
 }
 
+impl Facts {
+    fn into_decision(self, verdict: Verdict, reason: Reason, detail: Option<String>) -> Decision {
+        Decision {
+            verdict,
+            reason,
+            detail,
+            peer_principal: self.peer,
+            expected_principal: self.expected,
+            source_address: self.source_address,
+            cert_sha256: self.cert_sha256,
+        }
+    }
+}
+
+enum Exemption {
+    NotExempt,
+    /// An exempt path, and a health probe.
+    Probe,
+    /// An exempt path, but not a probe, for this reason: checked in full.
+    NotAProbe(&'static str),
+}
+
 /// A failed step: the reason, and a detail when it helps the operator.
 struct Refusal(Reason, Option<String>);
 
@@ -221,61 +243,82 @@ impl Guard {
         std::mem::take(&mut self.notices)
     }
 
-    /// Decides on one request.
+    /// Decides on one request: the steps of the README's list, in order; the first that fails
+    /// decides. Each step reads only the facts it needs (every host call costs about as much as
+    /// the rest of the decision) and returns them.
     pub fn decide(&mut self, host: &impl Host) -> Decision {
         let mut facts = Facts::default();
-        let outcome = self.check(host, &mut facts);
-        let (verdict, reason, detail) = match outcome {
-            Ok(reason) => (Verdict::Allow, reason, facts.resumed.then(|| RESUMED_DETAIL.to_owned())),
-            Err(Refusal(reason, detail)) => {
-                let verdict = match self.policy.mode {
-                    Mode::Enforce => Verdict::Deny,
-                    Mode::Audit => Verdict::WouldDeny,
-                };
-                let detail = match (facts.not_a_probe, detail) {
-                    (Some(why), Some(detail)) => Some(format!("exempt path, but {why}; {detail}")),
-                    (Some(why), None) => Some(format!("exempt path, but {why}: checked in full")),
-                    (None, detail) => detail,
-                };
-                (verdict, reason, detail)
-            }
-        };
-        Decision {
-            verdict,
-            reason,
-            detail,
-            peer_principal: facts.peer,
-            expected_principal: facts.expected,
-            source_address: facts.source_address,
-            cert_sha256: facts.cert_sha256,
-        }
-    }
-
-    fn check(&mut self, host: &impl Host, facts: &mut Facts) -> Result<Reason, Refusal> {
         if let Expected::Known(id, _) = &self.expected {
             facts.expected = Some(Rc::clone(id));
         }
-        // Every host call costs about as much as the rest of the decision (a few microseconds in
-        // Envoy), so each fact is read only when a step needs it.
-        if !self.policy.exempt_paths.is_empty() {
-            if let Some(path) = host.request_header(":path")? {
-                let bare = path.split_once('?').map_or(path.as_str(), |(bare, _)| bare);
-                if self.policy.exempt_paths.iter().any(|exempt| exempt == bare) {
-                    match not_a_probe(host, &self.policy.exempt_authorities)? {
-                        None => return Ok(Reason::Exempt),
-                        Some(why) => facts.not_a_probe = Some(why),
-                    }
+        macro_rules! step {
+            ($step:expr) => {
+                match $step {
+                    Ok(value) => value,
+                    Err(refusal) => return self.refused(refusal, facts),
                 }
-            }
+            };
         }
-
-        facts.source_address = host.property(property::SOURCE_ADDRESS)?.map(|raw| {
-            String::from_utf8(raw).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-        });
+        match step!(self.exemption(host)) {
+            Exemption::Probe => return self.conclude(Reason::Exempt, facts),
+            Exemption::NotAProbe(why) => facts.not_a_probe = Some(why),
+            Exemption::NotExempt => {}
+        }
+        facts.source_address = step!(source_address(host));
         if self.policy.require_loopback {
-            check_loopback(facts.source_address.as_deref())?;
+            step!(check_loopback(facts.source_address.as_deref()));
         }
+        let (digest, resumed) = step!(self.presented_certificate(host));
+        facts.resumed = resumed;
+        facts.cert_sha256 = digest.clone();
+        let peer = step!(self.svid(host, digest));
+        facts.peer = Some(Rc::clone(&peer));
+        step!(validity_window(&peer, host));
+        let expected = step!(self.expected_principal(host));
+        facts.expected = Some(Rc::clone(&expected));
+        if peer.spiffe_id != *expected && !self.policy.allowed_principals.contains(&peer.spiffe_id) {
+            return self.refused(Refusal::bare(Reason::PrincipalMismatch), facts);
+        }
+        self.conclude(Reason::Ok, facts)
+    }
 
+    fn conclude(&self, reason: Reason, facts: Facts) -> Decision {
+        let detail = facts.resumed.then(|| RESUMED_DETAIL.to_owned());
+        facts.into_decision(Verdict::Allow, reason, detail)
+    }
+
+    fn refused(&self, Refusal(reason, detail): Refusal, facts: Facts) -> Decision {
+        let verdict = match self.policy.mode {
+            Mode::Enforce => Verdict::Deny,
+            Mode::Audit => Verdict::WouldDeny,
+        };
+        let detail = match (facts.not_a_probe, detail) {
+            (Some(why), Some(detail)) => Some(format!("exempt path, but {why}; {detail}")),
+            (Some(why), None) => Some(format!("exempt path, but {why}: checked in full")),
+            (None, detail) => detail,
+        };
+        facts.into_decision(verdict, reason, detail)
+    }
+
+    /// Step 1: whether the path is exempt, and if so whether the request is a probe.
+    fn exemption(&self, host: &impl Host) -> Result<Exemption, Refusal> {
+        if self.policy.exempt_paths.is_empty() {
+            return Ok(Exemption::NotExempt);
+        }
+        let Some(path) = host.request_header(":path")? else { return Ok(Exemption::NotExempt) };
+        let bare = path.split_once('?').map_or(path.as_str(), |(bare, _)| bare);
+        if !self.policy.exempt_paths.iter().any(|exempt| exempt == bare) {
+            return Ok(Exemption::NotExempt);
+        }
+        Ok(match not_a_probe(host, &self.policy.exempt_authorities)? {
+            None => Exemption::Probe,
+            Some(why) => Exemption::NotAProbe(why),
+        })
+    }
+
+    /// Step 3: the digest of the presented certificate (if the host has one), and whether it
+    /// was admitted on a resumed session rather than validated on this handshake.
+    fn presented_certificate(&mut self, host: &impl Host) -> Result<(Option<String>, bool), Refusal> {
         // A digest exists only for a presented certificate: where there is one, it answers
         // `connection.mtls` too.
         let digest = peer_certificate_digest(host)?;
@@ -301,11 +344,17 @@ impl Guard {
             // Not validated on this handshake: admitted only if it is a resumed session of a
             // certificate this Envoy validated on a full handshake.
             Some(_) => match &digest {
-                Some(digest) if self.validated.was_validated(host, digest)? => facts.resumed = true,
+                Some(digest) if self.validated.was_validated(host, digest)? => {
+                    return Ok((Some(digest.clone()), true))
+                }
                 _ => return Err(Refusal::bare(Reason::CertificateUnvalidated)),
             },
         }
-        facts.cert_sha256 = digest.clone();
+        Ok((digest, false))
+    }
+
+    /// Steps 4 and 5 (but the clock): the certificate's X509-SVID checks, cached by digest.
+    fn svid(&mut self, host: &impl Host, digest: Option<String>) -> Result<Rc<SvidFacts>, Refusal> {
         let checked = match digest.as_deref().and_then(|d| self.cache.get(d)) {
             Some(checked) => checked,
             None => {
@@ -317,24 +366,10 @@ impl Guard {
                 checked
             }
         };
-        let peer = checked.map_err(|e| Refusal::because(Reason::from(&e), &e))?;
-        facts.peer = Some(Rc::clone(&peer));
-
-        match peer.check_time(host.now()?) {
-            Ok(()) => {}
-            Err(TimeError::Expired) => return Err(Refusal::bare(Reason::SvidExpired)),
-            Err(TimeError::NotYetValid) => return Err(Refusal::bare(Reason::SvidNotYetValid)),
-        }
-
-        let expected = self.expected_principal(host)?;
-        facts.expected = Some(Rc::clone(&expected));
-        if peer.spiffe_id == *expected || self.policy.allowed_principals.contains(&peer.spiffe_id) {
-            Ok(Reason::Ok)
-        } else {
-            Err(Refusal::bare(Reason::PrincipalMismatch))
-        }
+        checked.map_err(|e| Refusal::because(Reason::from(&e), &e))
     }
 
+    /// Step 6: the pod's own principal.
     fn expected_principal(&mut self, host: &impl Host) -> Result<Rc<SpiffeId>, Refusal> {
         match &self.expected {
             Expected::Known(id, _) => Ok(Rc::clone(id)),
@@ -411,6 +446,23 @@ fn is_loopback_authority(authority: &str) -> bool {
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
+/// Step 2: the peer address as text (bytes that are not UTF-8 replaced).
+fn source_address(host: &impl Host) -> Result<Option<String>, Refusal> {
+    Ok(host.property(property::SOURCE_ADDRESS)?.map(|raw| {
+        String::from_utf8(raw).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }))
+}
+
+/// Step 5, the clock: within notBefore..notAfter (checked on every request, never cached).
+fn validity_window(peer: &SvidFacts, host: &impl Host) -> Result<(), Refusal> {
+    match peer.check_time(host.now()?) {
+        Ok(()) => Ok(()),
+        Err(TimeError::Expired) => Err(Refusal::bare(Reason::SvidExpired)),
+        Err(TimeError::NotYetValid) => Err(Refusal::bare(Reason::SvidNotYetValid)),
+    }
+}
+
+/// Step 2: a loopback TCP peer.
 fn check_loopback(source: Option<&str>) -> Result<(), Refusal> {
     let source = source.ok_or(Refusal::bare(Reason::SourceAddressUnavailable))?;
     let address: SocketAddr = source.parse().map_err(|_| {

@@ -276,3 +276,104 @@ pub fn summary(policy: &Policy) -> String {
         policy.log_summary_seconds
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_case;
+    use crate::testing::FakeHost;
+
+    fn engine(json: &str) -> Engine {
+        let pod = FakeHost::default()
+            .with_property(&["xds", "node", "metadata", "NAMESPACE"], "shop")
+            .with_property(&["xds", "node", "metadata", "SERVICE_ACCOUNT"], "app");
+        Engine::configure(json.as_bytes(), None, &pod).unwrap().0
+    }
+
+    /// A request without a client certificate from 127.0.0.1:`port`.
+    fn anonymous(port: u16) -> FakeHost {
+        FakeHost::default()
+            .with_property(property::SOURCE_ADDRESS, format!("127.0.0.1:{port}"))
+            .with_header(":path", "/orders?token=1")
+    }
+
+    #[test_case]
+    fn counter_names_are_stable() {
+        let names: Vec<String> = Counter::all().map(Counter::name).collect();
+        assert_eq!(
+            names[..4],
+            [
+                "loopback_guard.allowed",
+                "loopback_guard.exempt",
+                "loopback_guard.would_deny",
+                "loopback_guard.log_held_back"
+            ]
+        );
+        assert!(names.contains(&"loopback_guard.denied.principal_mismatch".to_owned()));
+        assert!(names.contains(&"loopback_guard.denied.unconfigured".to_owned()));
+        assert!(names.contains(&"loopback_guard.denied.engine_busy".to_owned()));
+        assert_eq!(names.len(), 4 + Reason::ALL.len() - 2, "one per deny reason, none for ok and exempt");
+    }
+
+    #[test_case]
+    fn a_denial_is_counted_logged_recorded_and_answered() {
+        let outcome = engine("{}").handle(&anonymous(40000));
+        assert!(!outcome.proceeds());
+        assert_eq!(outcome.counters, [Counter::Denied(Reason::NoClientCertificate)]);
+        assert_eq!(outcome.filter_state, [(DECISION_STATE, "deny"), (REASON_STATE, "no_client_certificate")]);
+        let reply = outcome.reply.unwrap();
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (403, "loopback-guard: denied: no_client_certificate\n")
+        );
+        let line = outcome.log.unwrap();
+        assert_eq!(line.level, Level::Warn);
+        assert!(
+            line.text.starts_with(r#"{"decision":"deny","reason":"no_client_certificate","#),
+            "{}",
+            line.text
+        );
+        assert!(line.text.contains(r#""path":"/orders""#));
+    }
+
+    #[test_case]
+    fn audit_findings_go_on_without_a_reply() {
+        let outcome = engine(r#"{"mode":"audit"}"#).handle(&anonymous(40000));
+        assert!(outcome.proceeds() && outcome.reply.is_none());
+        assert_eq!(outcome.counters, [Counter::WouldDeny]);
+    }
+
+    #[test_case]
+    fn lines_anyone_can_cause_are_limited_per_connection_and_reason() {
+        let mut engine = engine("{}");
+        assert!(engine.handle(&anonymous(40000)).log.is_some());
+        let again = engine.handle(&anonymous(40000));
+        assert_eq!(again.log, None);
+        assert_eq!(again.counters, [Counter::Denied(Reason::NoClientCertificate), Counter::LogHeldBack]);
+        assert!(engine.handle(&anonymous(40001)).log.is_some(), "another connection");
+        let summary = engine.summary(u64::MAX).unwrap();
+        assert_eq!(summary.level, Level::Warn);
+        assert!(summary.text.starts_with(r#"{"decision_lines_held_back":{"no_client_certificate":1}"#));
+    }
+
+    #[test_case]
+    fn a_refusal_without_a_check_is_always_logged() {
+        for reason in [Reason::Unconfigured, Reason::EngineBusy] {
+            let outcome = Outcome::refused(reason, "why", &anonymous(40000));
+            assert_eq!(outcome.counters, [Counter::Denied(reason)]);
+            assert!(outcome
+                .log
+                .unwrap()
+                .text
+                .contains(&format!(r#""reason":"{}","detail":"why""#, reason.as_str())));
+            assert_eq!(outcome.reply.unwrap().body, format!("loopback-guard: denied: {}\n", reason.as_str()));
+        }
+    }
+
+    #[test_case]
+    fn a_bad_configuration_is_one_error_line() {
+        let error = Engine::configure(br#"{"mode":"strict"}"#, None, &FakeHost::default()).unwrap_err();
+        assert_eq!(error.level, Level::Error);
+        assert!(error.text.starts_with("loopback-guard: ") && error.text.contains("mode"), "{}", error.text);
+    }
+}

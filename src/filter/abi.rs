@@ -1,8 +1,9 @@
 //! The proxy-wasm ABI calls the filter makes per request, declared here because proxy-wasm
 //! 0.2.5's wrappers panic on any status they do not expect (hostcalls.rs: `set_property`,
-//! `send_http_response`, `increment_metric`, `get_map_value_bytes`, `get_property`), and a panic
-//! kills the VM with every later request on that worker. These return the status instead.
-//! (The calls made once at configure time still use the SDK.)
+//! `send_http_response`, `increment_metric`, `get_map_value_bytes`, `get_property`,
+//! `get_shared_data`, `set_shared_data`, `get_current_time`), and a panic kills the VM with every
+//! later request on that worker. These return the status instead. (The calls made at configure
+//! time and by the timer, `get_buffer`, `define_metric`, `set_tick_period`, still use the SDK.)
 #![allow(unsafe_code)] // The ABI is a C interface: calling it is unsafe by definition.
 
 use std::ptr::{null, null_mut};
@@ -37,10 +38,26 @@ extern "C" {
         value: *mut *mut u8,
         value_size: *mut usize,
     ) -> u32;
+    fn proxy_get_shared_data(
+        key: *const u8,
+        key_size: usize,
+        value: *mut *mut u8,
+        value_size: *mut usize,
+        cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+    fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
 }
 
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
+const CAS_MISMATCH: u32 = 8;
 const REQUEST_HEADERS: u32 = 0;
 
 /// `Ok` for status 0, any other status as an error naming the call.
@@ -112,6 +129,36 @@ pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
     let code = unsafe { proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) };
     returned(code, data, size)
         .map_err(|code| HostError(format!("get_property {}: status {code}", path.join("."))))
+}
+
+/// A shared value and its compare-and-swap token (0: none).
+pub fn shared_data(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+    let (mut data, mut size, mut cas) = (null_mut(), 0, 0);
+    // SAFETY: the key outlives the call; the host writes the three out-parameters.
+    let code = unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    let value =
+        returned(code, data, size).map_err(|code| HostError(format!("shared data {key}: status {code}")))?;
+    Ok((value, (cas != 0).then_some(cas)))
+}
+
+/// Stores a shared value if its token is still `cas`; `Ok(false)` when another worker was first.
+pub fn set_shared_data(key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, HostError> {
+    // SAFETY: both buffers outlive the call, which only reads them.
+    let code = unsafe {
+        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas.unwrap_or(0))
+    };
+    match code {
+        CAS_MISMATCH => Ok(false),
+        code => status(&format!("setting shared data {key}"), code).map(|()| true),
+    }
+}
+
+/// The proxy's clock, in nanoseconds since the Unix epoch.
+pub fn now_nanos() -> Result<u64, HostError> {
+    let mut time = 0;
+    // SAFETY: the host writes the out-parameter.
+    let code = unsafe { proxy_get_current_time_nanoseconds(&mut time) };
+    status("clock", code).map(|()| time)
 }
 
 /// The ABI's header map: the count, each name's and value's length, then each NUL-terminated.

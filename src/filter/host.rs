@@ -1,12 +1,10 @@
 //! [`Host`] and [`Writes`] over the proxy: per-request calls through `abi.rs`, which returns
-//! every status; the rest through the SDK.
-
-use std::time::UNIX_EPOCH;
+//! every status; the configure-time ones through the SDK.
 
 use loopback_guard_core::engine::{Level, Notice, Reply};
 use loopback_guard_core::host::{Host, HostError};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MetricType, Status};
+use proxy_wasm::types::MetricType;
 
 use super::{abi, Writes};
 
@@ -36,30 +34,19 @@ impl Host for ProxyHost {
     }
 
     fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
-        hostcalls::get_shared_data(key).map_err(|status| HostError(format!("shared data {key}: {status:?}")))
+        abi::shared_data(key)
     }
 
     fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, HostError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
-            Ok(()) => Ok(true),
-            Err(Status::CasMismatch) => Ok(false),
-            Err(status) => Err(HostError(format!("setting shared data {key}: {status:?}"))),
-        }
+        abi::set_shared_data(key, value, cas)
     }
 
     fn now(&self) -> Result<i64, HostError> {
-        let now = hostcalls::get_current_time().map_err(|status| HostError(format!("clock: {status:?}")))?;
-        let since_epoch =
-            now.duration_since(UNIX_EPOCH).map_err(|_| HostError("clock is before 1970".into()))?;
-        i64::try_from(since_epoch.as_secs()).map_err(|_| HostError("clock out of range".into()))
+        i64::try_from(abi::now_nanos()? / 1_000_000_000).map_err(|_| HostError("clock out of range".into()))
     }
 
     fn now_ms(&self) -> u64 {
-        hostcalls::get_current_time()
-            .ok()
-            .and_then(|now| now.duration_since(UNIX_EPOCH).ok())
-            .and_then(|since| u64::try_from(since.as_millis()).ok())
-            .unwrap_or(0)
+        abi::now_nanos().map_or(0, |nanos| nanos / 1_000_000)
     }
 }
 

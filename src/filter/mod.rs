@@ -5,7 +5,7 @@
 //! natively against a fake host in tests; `host.rs` implements both over the proxy-wasm ABI
 //! (`abi.rs`, which returns errors where the SDK's host calls would panic).
 
-mod abi;
+pub mod abi;
 pub mod apply;
 pub mod host;
 mod http;
