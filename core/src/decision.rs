@@ -564,10 +564,7 @@ mod tests {
         request(cert)
             .without_property(property::PEER_CERTIFICATE)
             .without_property(property::PEER_CERTIFICATE_VALID)
-            .with_header(
-                XFCC_HEADER,
-                &format!("Hash={digest};Cert=\"{}\";URI={APP}", url_encode(&cert.pem())),
-            )
+            .with_header(XFCC_HEADER, &format!("Hash={digest};Cert=\"{}\";URI={APP}", url_encode(cert.pem())))
     }
 
     /// A request over a TLS connection without a client certificate.
@@ -600,7 +597,7 @@ mod tests {
                 "url-encoded property",
                 "{}",
                 Some("/"),
-                request(&app()).with_property(property::PEER_CERTIFICATE, url_encode(&app().pem())),
+                request(&app()).with_property(property::PEER_CERTIFICATE, url_encode(app().pem())),
                 Verdict::Allow,
                 Reason::Ok,
             ),
@@ -798,7 +795,7 @@ mod tests {
                 Some("/"),
                 request_via_xfcc(&rogue).with_header(
                     XFCC_HEADER,
-                    &format!("Hash={};Cert=\"{}\"", pem::sha256_hex(&rogue.der()), url_encode(&app().pem())),
+                    &format!("Hash={};Cert=\"{}\"", pem::sha256_hex(&rogue.der()), url_encode(app().pem())),
                 ),
                 Verdict::Deny,
                 Reason::CertificateUnavailable,
