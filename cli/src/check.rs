@@ -16,7 +16,7 @@ const METHOD: &str = "GET";
 /// The verdict when the listener's handshake (`--ca`) refuses the certificate.
 const HANDSHAKE_REFUSED: &str = "handshake_refused";
 
-/// The steps of README's "How a decision is made", in order.
+/// The steps of "How a decision is made" (docs/configuration.md), in order.
 const STEPS: [&str; 6] = [
     "exempt path",
     "loopback peer",
@@ -326,7 +326,7 @@ fn time_text(seconds: i64) -> String {
         .unwrap_or_else(|| format!("@{seconds}"))
 }
 
-/// Which step a reason comes from (README, "How a decision is made").
+/// Which step a reason comes from (docs/configuration.md, "How a decision is made").
 fn step_of(reason: Reason) -> Option<usize> {
     Some(match reason {
         Reason::Exempt => 0,

@@ -243,9 +243,9 @@ impl Guard {
         std::mem::take(&mut self.notices)
     }
 
-    /// Decides on one request: the steps of the README's list, in order; the first that fails
-    /// decides. Each step reads only the facts it needs (every host call costs about as much as
-    /// the rest of the decision) and returns them.
+    /// Decides on one request: the steps of "How a decision is made" (docs/configuration.md),
+    /// in order; the first that fails decides. Each step reads only the facts it needs (a host
+    /// call costs about as much as the rest of the decision) and returns them.
     pub fn decide(&mut self, host: &impl Host) -> Decision {
         let mut facts = Facts::default();
         if let Expected::Known(id, _) = &self.expected {
