@@ -22,7 +22,7 @@ test: test-unit test-cli test-wasm test-fuzz test-integration test-deploy test-o
 
 test-unit:
 	scripts/setup.sh rust
-	cargo test --locked -p loopback-guard-core
+	cargo test --locked -p loopback-guard-core -p loopback-guard
 
 ## The `loopback-guard` command (cli/): unit tests, and the built binary on good and bad input.
 ## Its parity with the filter in Envoy is in test-integration (integration/tests/cli_parity.rs).

@@ -12,3 +12,6 @@ proxy_wasm::main! {{
         Box::new(filter::root::Root::default())
     });
 }}
+
+#[cfg(test)]
+mod tests;

@@ -16,7 +16,7 @@ const METHOD: &str = "GET";
 /// The verdict when the listener's handshake (`--ca`) refuses the certificate.
 const HANDSHAKE_REFUSED: &str = "handshake_refused";
 
-/// The steps of README's "How a decision is made", in order.
+/// The steps of "How a decision is made" (docs/configuration.md), in order.
 const STEPS: [&str; 6] = [
     "exempt path",
     "loopback peer",
@@ -326,7 +326,7 @@ fn time_text(seconds: i64) -> String {
         .unwrap_or_else(|| format!("@{seconds}"))
 }
 
-/// Which step a reason comes from (README, "How a decision is made").
+/// Which step a reason comes from (docs/configuration.md, "How a decision is made").
 fn step_of(reason: Reason) -> Option<usize> {
     Some(match reason {
         Reason::Exempt => 0,
@@ -340,7 +340,8 @@ fn step_of(reason: Reason) -> Option<usize> {
         | Reason::SvidExpired
         | Reason::SvidNotYetValid => 4,
         Reason::Ok | Reason::PrincipalMismatch | Reason::NoExpectedPrincipal => 5,
-        // host_error, and reasons the core may add later: shown without a step.
+        // host_error, unconfigured, engine_busy, and reasons the core may add later: shown
+        // without a step.
         _ => return None,
     })
 }
@@ -510,7 +511,10 @@ mod tests {
     fn every_reason_has_a_step() {
         for reason in Reason::ALL {
             match reason {
-                Reason::HostError => assert_eq!(step_of(*reason), None),
+                // Not a step's: a failing host call, a filter without configuration, re-entry.
+                Reason::HostError | Reason::Unconfigured | Reason::EngineBusy => {
+                    assert_eq!(step_of(*reason), None)
+                }
                 _ => assert!(step_of(*reason).is_some(), "{reason:?}"),
             }
         }

@@ -1,4 +1,5 @@
-//! The per-VM certificate cache: the X509-SVID checks of a certificate, by its SHA-256 digest.
+//! The per-VM certificate cache: the X509-SVID checks of a certificate, by its SHA-256 digest;
+//! and the bounded first-in-first-out map it is made of, also used to remember connections.
 //!
 //! A client reuses its certificate for hours over many connections, so after the first request
 //! the cost of PEM decoding and X.509 parsing drops to one map lookup. The validity window is
@@ -6,6 +7,7 @@
 //! an attacker churning certificates evicts entries but cannot grow memory.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::rc::Rc;
 
 use crate::svid::{SvidError, SvidFacts};
@@ -13,26 +15,37 @@ use crate::svid::{SvidError, SvidFacts};
 /// The outcome of the X509-SVID checks of one certificate.
 pub type Checked = Result<Rc<SvidFacts>, SvidError>;
 
+/// Certificate checks by SHA-256 digest (lowercase hex).
+pub type CertCache = Bounded<String, Checked>;
+
+/// A map of at most `capacity` entries, first in first out: an entry is never replaced, and
+/// the oldest one goes when a new one needs room. Whoever chooses the keys (a client churning
+/// certificates or connections) can evict entries but cannot grow memory.
 #[derive(Debug)]
-pub struct CertCache {
+pub struct Bounded<K, V> {
     capacity: usize,
-    entries: HashMap<String, Checked>,
-    order: VecDeque<String>,
+    entries: HashMap<K, V>,
+    order: VecDeque<K>,
 }
 
-impl CertCache {
-    /// A cache of at most `capacity` certificates; 0 keeps nothing.
+impl<K: Hash + Eq + Clone, V: Clone> Bounded<K, V> {
+    /// At most `capacity` entries; 0 keeps nothing.
     pub fn new(capacity: usize) -> Self {
         Self { capacity, entries: HashMap::new(), order: VecDeque::new() }
     }
 
-    pub fn get(&self, digest: &str) -> Option<Checked> {
-        self.entries.get(digest).cloned()
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.entries.get(key).cloned()
     }
 
-    pub fn insert(&mut self, digest: String, checked: Checked) {
-        if self.capacity == 0 || self.entries.contains_key(&digest) {
-            return;
+    /// Adds `key` unless it is already there; true if it was not (and capacity is not 0).
+    pub fn insert(&mut self, key: K, value: V) -> bool {
+        if self.capacity == 0 || self.entries.contains_key(&key) {
+            return false;
         }
         while self.entries.len() >= self.capacity {
             match self.order.pop_front() {
@@ -40,8 +53,9 @@ impl CertCache {
                 None => break,
             };
         }
-        self.order.push_back(digest.clone());
-        self.entries.insert(digest, checked);
+        self.order.push_back(key.clone());
+        self.entries.insert(key, value);
+        true
     }
 
     pub fn len(&self) -> usize {
@@ -98,5 +112,14 @@ mod tests {
         assert_eq!(cache.len(), 16);
         assert_eq!(cache.order.len(), 16);
         assert!(cache.get(&format!("{:064x}", 9_999)).is_some());
+    }
+
+    #[test_case]
+    fn insert_says_whether_the_key_is_new() {
+        let mut seen = Bounded::new(2);
+        assert!(seen.insert(1_u64, ()));
+        assert!(!seen.insert(1, ()), "remembered");
+        assert!(seen.insert(2, ()) && seen.insert(3, ()));
+        assert!(seen.insert(1, ()), "evicted first, so new again");
     }
 }

@@ -5,9 +5,7 @@
 
 use std::fmt;
 
-use std::collections::HashSet;
-
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::error::Category;
 use serde_json::Value;
 
@@ -148,76 +146,129 @@ impl Policy {
     pub fn from_json(config: &[u8], env_trust_domain: Option<&str>) -> Result<Self, ConfigError> {
         let text =
             std::str::from_utf8(config).map_err(|_| ConfigError::new("configuration", "is not UTF-8"))?;
-        let members = if text.trim().is_empty() {
-            Vec::new()
+        let raw = if text.trim().is_empty() {
+            Raw::default()
+        } else if !text.trim_start().starts_with('{') {
+            // serde would read a list as the struct's fields in order.
+            return Err(match serde_json::from_str::<Value>(text) {
+                Ok(_) => ConfigError::new("configuration", "must be a JSON object"),
+                Err(e) => ConfigError::new("configuration", format!("is not valid JSON: {e}")),
+            });
         } else {
-            match serde_json::from_str::<Members>(text) {
-                Ok(Members(members)) => members,
-                Err(e) if e.classify() == Category::Data => {
-                    return Err(ConfigError::new("configuration", "must be a JSON object"))
-                }
-                Err(e) => return Err(ConfigError::new("configuration", format!("is not valid JSON: {e}"))),
-            }
+            let mut json = serde_json::Deserializer::from_str(text);
+            let raw = serde_path_to_error::deserialize(&mut json).map_err(structure_error)?;
+            json.end().map_err(|e| ConfigError::new("configuration", format!("is not valid JSON: {e}")))?;
+            raw
         };
-
-        let mut raw = RawFields::default();
-        let mut seen = HashSet::new();
-        for (name, value) in &members {
-            if !seen.insert(name.as_str()) {
-                return Err(ConfigError::new(field_name(name), "appears more than once"));
-            }
-            match name.as_str() {
-                "mode" => raw.mode = Some(string(name, value)?),
-                "principal" => raw.principal = Some(string(name, value)?),
-                "principal_source" => raw.principal_source = Some(string(name, value)?),
-                "trust_domain" => raw.trust_domain = Some(string(name, value)?),
-                "allowed_principals" => raw.allowed_principals = string_list(name, value)?,
-                "exempt_paths" => raw.exempt_paths = string_list(name, value)?,
-                "require_loopback" => raw.require_loopback = Some(boolean(name, value)?),
-                "log_allowed" => raw.log_allowed = Some(string(name, value)?),
-                "certificate_cache_size" => raw.certificate_cache_size = Some(cache_size(name, value)?),
-                "exempt_authorities" => raw.exempt_authorities = string_list(name, value)?,
-                "log_field_max_bytes" => {
-                    raw.log_field_max_bytes = Some(integer(name, value, LOG_FIELD_MAX_BYTES_RANGE)?)
-                }
-                "log_lines_per_second" => {
-                    raw.log_lines_per_second = Some(integer(name, value, LOG_LINES_PER_SECOND_RANGE)?)
-                }
-                "log_summary_seconds" => {
-                    raw.log_summary_seconds = Some(integer(name, value, LOG_SUMMARY_SECONDS_RANGE)?)
-                }
-                _ => return Err(ConfigError::new(field_name(name), "unknown field")),
-            }
-        }
-        raw.validate(env_trust_domain)
+        raw.fields()?.validate(env_trust_domain)
     }
 }
 
-/// The top-level object's members in document order, duplicates kept: `serde_json::Map` would
-/// silently keep only the last of two `principal`s.
-struct Members(Vec<(String, Value)>);
+/// The configuration as JSON has it: serde rejects unknown and repeated fields (a
+/// `serde_json::Map` would silently keep the last of two `principal`s); each value's type is
+/// checked by [`Raw::fields`], so that the message can say what was given.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default, deserialize_with = "present")]
+    mode: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    principal: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    principal_source: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    trust_domain: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    allowed_principals: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    exempt_paths: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    require_loopback: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    log_allowed: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    certificate_cache_size: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    exempt_authorities: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    log_field_max_bytes: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    log_lines_per_second: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    log_summary_seconds: Option<Value>,
+}
 
-impl<'de> Deserialize<'de> for Members {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor;
+/// A field that is there, even as `null` (which then fails its type check, rather than reading
+/// as absent).
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
+}
 
-        impl<'de> Visitor<'de> for ObjectVisitor {
-            type Value = Members;
+/// A field serde refused, unknown (serde_path_to_error's path names it) or repeated (serde's
+/// message does: "duplicate field `x`"), or a document that is not JSON.
+fn structure_error(error: serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
+    let path = error.path().to_string();
+    let inner = error.into_inner();
+    let message = inner.to_string();
+    if inner.classify() != Category::Data {
+        ConfigError::new("configuration", format!("is not valid JSON: {message}"))
+    } else if message.starts_with("unknown field") {
+        ConfigError::new(field_name(&path), "unknown field")
+    } else if let Some((name, _)) =
+        message.strip_prefix("duplicate field `").and_then(|rest| rest.split_once('`'))
+    {
+        ConfigError::new(field_name(name), "appears more than once")
+    } else {
+        ConfigError::new("configuration", format!("is not valid: {message}"))
+    }
+}
 
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
-                let mut members = Vec::new();
-                while let Some(member) = map.next_entry::<String, Value>()? {
-                    members.push(member);
-                }
-                Ok(Members(members))
-            }
+impl Raw {
+    fn fields(&self) -> Result<RawFields<'_>, ConfigError> {
+        fn text<'a>(name: &str, value: &'a Option<Value>) -> Result<Option<&'a str>, ConfigError> {
+            value.as_ref().map(|v| string(name, v)).transpose()
         }
-
-        deserializer.deserialize_map(ObjectVisitor)
+        fn list<'a>(name: &str, value: &'a Option<Value>) -> Result<Vec<&'a str>, ConfigError> {
+            value.as_ref().map_or(Ok(Vec::new()), |v| string_list(name, v))
+        }
+        fn number(name: &str, value: &Option<Value>, range: (u64, u64)) -> Result<Option<u64>, ConfigError> {
+            value.as_ref().map(|v| integer(name, v, range)).transpose()
+        }
+        Ok(RawFields {
+            mode: text("mode", &self.mode)?,
+            principal: text("principal", &self.principal)?,
+            principal_source: text("principal_source", &self.principal_source)?,
+            trust_domain: text("trust_domain", &self.trust_domain)?,
+            allowed_principals: list("allowed_principals", &self.allowed_principals)?,
+            exempt_paths: list("exempt_paths", &self.exempt_paths)?,
+            require_loopback: self
+                .require_loopback
+                .as_ref()
+                .map(|v| boolean("require_loopback", v))
+                .transpose()?,
+            log_allowed: text("log_allowed", &self.log_allowed)?,
+            certificate_cache_size: self
+                .certificate_cache_size
+                .as_ref()
+                .map(|v| cache_size("certificate_cache_size", v))
+                .transpose()?,
+            exempt_authorities: list("exempt_authorities", &self.exempt_authorities)?,
+            log_field_max_bytes: number(
+                "log_field_max_bytes",
+                &self.log_field_max_bytes,
+                LOG_FIELD_MAX_BYTES_RANGE,
+            )?,
+            log_lines_per_second: number(
+                "log_lines_per_second",
+                &self.log_lines_per_second,
+                LOG_LINES_PER_SECOND_RANGE,
+            )?,
+            log_summary_seconds: number(
+                "log_summary_seconds",
+                &self.log_summary_seconds,
+                LOG_SUMMARY_SECONDS_RANGE,
+            )?,
+        })
     }
 }
 

@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use crate::cache::{CertCache, Checked};
 use crate::config::{Mode, Policy};
+use crate::engine::{Level, Notice};
 use crate::host::{property, Host, HostError, XFCC_HEADER};
 use crate::identity::SpiffeId;
 use crate::principal::{self, Expected, Source};
@@ -86,6 +87,8 @@ reasons! {
     NoExpectedPrincipal => "no_expected_principal", "No source gave the pod's own principal.";
     PrincipalMismatch => "principal_mismatch", "The SVID is valid but names another principal.";
     HostError => "host_error", "A host call failed.";
+    Unconfigured => "unconfigured", "The filter has no valid configuration.";
+    EngineBusy => "engine_busy", "The decision engine was already in use (a re-entrant call).";
 }
 
 impl Reason {
@@ -145,6 +148,28 @@ struct Facts {
     cert_sha256: Option<String>,
 }
 
+impl Facts {
+    fn into_decision(self, verdict: Verdict, reason: Reason, detail: Option<String>) -> Decision {
+        Decision {
+            verdict,
+            reason,
+            detail,
+            peer_principal: self.peer,
+            expected_principal: self.expected,
+            source_address: self.source_address,
+            cert_sha256: self.cert_sha256,
+        }
+    }
+}
+
+enum Exemption {
+    NotExempt,
+    /// An exempt path, and a health probe.
+    Probe,
+    /// An exempt path, but not a probe, for this reason: checked in full.
+    NotAProbe(&'static str),
+}
+
 /// A failed step: the reason, and a detail when it helps the operator.
 struct Refusal(Reason, Option<String>);
 
@@ -170,8 +195,8 @@ pub struct Guard {
     policy: Policy,
     expected: Expected,
     cache: CertCache,
-    /// Messages for the operator that the glue should log once (see [`Guard::take_notice`]).
-    notices: Vec<String>,
+    /// Messages for the operator, each to be logged once (see [`Guard::take_notices`]).
+    notices: Vec<Notice>,
     local_notice_given: bool,
     validated: Validated,
     validity_notice_considered: bool,
@@ -185,7 +210,8 @@ impl Guard {
         let notices = match expected {
             // Said at the first request, when the certificate is known.
             Expected::LocalCertificate => Vec::new(),
-            _ => vec![expected.to_string()],
+            Expected::Unavailable(_) => vec![Notice::new(Level::Error, expected.to_string())],
+            Expected::Known(..) => vec![Notice::new(Level::Info, expected.to_string())],
         };
         Self {
             policy,
@@ -209,64 +235,90 @@ impl Guard {
     /// A one-time message for the operator (where the expected principal comes from, what this
     /// Envoy cannot tell the filter), if one is due.
     pub fn take_notice(&mut self) -> Option<String> {
-        (!self.notices.is_empty()).then(|| self.notices.remove(0))
+        (!self.notices.is_empty()).then(|| self.notices.remove(0).text)
     }
 
-    /// Decides on one request.
+    /// Every one-time message due, with the level to log it at.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// Decides on one request: the steps of "How a decision is made" (docs/configuration.md),
+    /// in order; the first that fails decides. Each step reads only the facts it needs (a host
+    /// call costs about as much as the rest of the decision) and returns them.
     pub fn decide(&mut self, host: &impl Host) -> Decision {
         let mut facts = Facts::default();
-        let outcome = self.check(host, &mut facts);
-        let (verdict, reason, detail) = match outcome {
-            Ok(reason) => (Verdict::Allow, reason, facts.resumed.then(|| RESUMED_DETAIL.to_owned())),
-            Err(Refusal(reason, detail)) => {
-                let verdict = match self.policy.mode {
-                    Mode::Enforce => Verdict::Deny,
-                    Mode::Audit => Verdict::WouldDeny,
-                };
-                let detail = match (facts.not_a_probe, detail) {
-                    (Some(why), Some(detail)) => Some(format!("exempt path, but {why}; {detail}")),
-                    (Some(why), None) => Some(format!("exempt path, but {why}: checked in full")),
-                    (None, detail) => detail,
-                };
-                (verdict, reason, detail)
-            }
-        };
-        Decision {
-            verdict,
-            reason,
-            detail,
-            peer_principal: facts.peer,
-            expected_principal: facts.expected,
-            source_address: facts.source_address,
-            cert_sha256: facts.cert_sha256,
-        }
-    }
-
-    fn check(&mut self, host: &impl Host, facts: &mut Facts) -> Result<Reason, Refusal> {
         if let Expected::Known(id, _) = &self.expected {
             facts.expected = Some(Rc::clone(id));
         }
-        // Every host call costs about as much as the rest of the decision (a few microseconds in
-        // Envoy), so each fact is read only when a step needs it.
-        if !self.policy.exempt_paths.is_empty() {
-            if let Some(path) = host.request_header(":path")? {
-                let bare = path.split_once('?').map_or(path.as_str(), |(bare, _)| bare);
-                if self.policy.exempt_paths.iter().any(|exempt| exempt == bare) {
-                    match not_a_probe(host, &self.policy.exempt_authorities)? {
-                        None => return Ok(Reason::Exempt),
-                        Some(why) => facts.not_a_probe = Some(why),
-                    }
+        macro_rules! step {
+            ($step:expr) => {
+                match $step {
+                    Ok(value) => value,
+                    Err(refusal) => return self.refused(refusal, facts),
                 }
-            }
+            };
         }
-
-        facts.source_address = host.property(property::SOURCE_ADDRESS)?.map(|raw| {
-            String::from_utf8(raw).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-        });
+        match step!(self.exemption(host)) {
+            Exemption::Probe => return self.conclude(Reason::Exempt, facts),
+            Exemption::NotAProbe(why) => facts.not_a_probe = Some(why),
+            Exemption::NotExempt => {}
+        }
+        facts.source_address = step!(source_address(host));
         if self.policy.require_loopback {
-            check_loopback(facts.source_address.as_deref())?;
+            step!(check_loopback(facts.source_address.as_deref()));
         }
+        let (digest, resumed) = step!(self.presented_certificate(host));
+        facts.resumed = resumed;
+        facts.cert_sha256 = digest.clone();
+        let peer = step!(self.svid(host, digest));
+        facts.peer = Some(Rc::clone(&peer));
+        step!(validity_window(&peer, host));
+        let expected = step!(self.expected_principal(host));
+        facts.expected = Some(Rc::clone(&expected));
+        if peer.spiffe_id != *expected && !self.policy.allowed_principals.contains(&peer.spiffe_id) {
+            return self.refused(Refusal::bare(Reason::PrincipalMismatch), facts);
+        }
+        self.conclude(Reason::Ok, facts)
+    }
 
+    fn conclude(&self, reason: Reason, facts: Facts) -> Decision {
+        let detail = facts.resumed.then(|| RESUMED_DETAIL.to_owned());
+        facts.into_decision(Verdict::Allow, reason, detail)
+    }
+
+    fn refused(&self, Refusal(reason, detail): Refusal, facts: Facts) -> Decision {
+        let verdict = match self.policy.mode {
+            Mode::Enforce => Verdict::Deny,
+            Mode::Audit => Verdict::WouldDeny,
+        };
+        let detail = match (facts.not_a_probe, detail) {
+            (Some(why), Some(detail)) => Some(format!("exempt path, but {why}; {detail}")),
+            (Some(why), None) => Some(format!("exempt path, but {why}: checked in full")),
+            (None, detail) => detail,
+        };
+        facts.into_decision(verdict, reason, detail)
+    }
+
+    /// Step 1: whether the path is exempt, and if so whether the request is a probe.
+    fn exemption(&self, host: &impl Host) -> Result<Exemption, Refusal> {
+        if self.policy.exempt_paths.is_empty() {
+            return Ok(Exemption::NotExempt);
+        }
+        let Some(path) = host.request_header(":path")? else { return Ok(Exemption::NotExempt) };
+        let bare = path.split_once('?').map_or(path.as_str(), |(bare, _)| bare);
+        if !self.policy.exempt_paths.iter().any(|exempt| exempt == bare) {
+            return Ok(Exemption::NotExempt);
+        }
+        Ok(match not_a_probe(host, &self.policy.exempt_authorities)? {
+            None => Exemption::Probe,
+            Some(why) => Exemption::NotAProbe(why),
+        })
+    }
+
+    /// Step 3: the digest of the presented certificate (if the host has one), and whether it
+    /// was admitted on a resumed session rather than validated on this handshake.
+    fn presented_certificate(&mut self, host: &impl Host) -> Result<(Option<String>, bool), Refusal> {
         // A digest exists only for a presented certificate: where there is one, it answers
         // `connection.mtls` too.
         let digest = peer_certificate_digest(host)?;
@@ -292,11 +344,17 @@ impl Guard {
             // Not validated on this handshake: admitted only if it is a resumed session of a
             // certificate this Envoy validated on a full handshake.
             Some(_) => match &digest {
-                Some(digest) if self.validated.was_validated(host, digest)? => facts.resumed = true,
+                Some(digest) if self.validated.was_validated(host, digest)? => {
+                    return Ok((Some(digest.clone()), true))
+                }
                 _ => return Err(Refusal::bare(Reason::CertificateUnvalidated)),
             },
         }
-        facts.cert_sha256 = digest.clone();
+        Ok((digest, false))
+    }
+
+    /// Steps 4 and 5 (but the clock): the certificate's X509-SVID checks, cached by digest.
+    fn svid(&mut self, host: &impl Host, digest: Option<String>) -> Result<Rc<SvidFacts>, Refusal> {
         let checked = match digest.as_deref().and_then(|d| self.cache.get(d)) {
             Some(checked) => checked,
             None => {
@@ -308,24 +366,10 @@ impl Guard {
                 checked
             }
         };
-        let peer = checked.map_err(|e| Refusal::because(Reason::from(&e), &e))?;
-        facts.peer = Some(Rc::clone(&peer));
-
-        match peer.check_time(host.now()?) {
-            Ok(()) => {}
-            Err(TimeError::Expired) => return Err(Refusal::bare(Reason::SvidExpired)),
-            Err(TimeError::NotYetValid) => return Err(Refusal::bare(Reason::SvidNotYetValid)),
-        }
-
-        let expected = self.expected_principal(host)?;
-        facts.expected = Some(Rc::clone(&expected));
-        if peer.spiffe_id == *expected || self.policy.allowed_principals.contains(&peer.spiffe_id) {
-            Ok(Reason::Ok)
-        } else {
-            Err(Refusal::bare(Reason::PrincipalMismatch))
-        }
+        checked.map_err(|e| Refusal::because(Reason::from(&e), &e))
     }
 
+    /// Step 6: the pod's own principal.
     fn expected_principal(&mut self, host: &impl Host) -> Result<Rc<SpiffeId>, Refusal> {
         match &self.expected {
             Expected::Known(id, _) => Ok(Rc::clone(id)),
@@ -336,7 +380,8 @@ impl Guard {
                 let id = Rc::new(id);
                 if !self.local_notice_given {
                     self.local_notice_given = true;
-                    self.notices.push(Expected::Known(Rc::clone(&id), Source::LocalCertificate).to_string());
+                    let text = Expected::Known(Rc::clone(&id), Source::LocalCertificate).to_string();
+                    self.notices.push(Notice::new(Level::Info, text));
                 }
                 Ok(id)
             }
@@ -354,7 +399,7 @@ impl Guard {
         self.validity_notice_considered = true;
         if let Ok((None, _)) = host.shared_data(NO_VALIDITY_NOTICE_KEY) {
             if host.set_shared_data(NO_VALIDITY_NOTICE_KEY, b"said", None).is_ok() {
-                self.notices.push(NO_VALIDITY_NOTICE.to_owned());
+                self.notices.push(Notice::new(Level::Warn, NO_VALIDITY_NOTICE));
             }
         }
     }
@@ -401,6 +446,23 @@ fn is_loopback_authority(authority: &str) -> bool {
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
+/// Step 2: the peer address as text (bytes that are not UTF-8 replaced).
+fn source_address(host: &impl Host) -> Result<Option<String>, Refusal> {
+    Ok(host.property(property::SOURCE_ADDRESS)?.map(|raw| {
+        String::from_utf8(raw).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }))
+}
+
+/// Step 5, the clock: within notBefore..notAfter (checked on every request, never cached).
+fn validity_window(peer: &SvidFacts, host: &impl Host) -> Result<(), Refusal> {
+    match peer.check_time(host.now()?) {
+        Ok(()) => Ok(()),
+        Err(TimeError::Expired) => Err(Refusal::bare(Reason::SvidExpired)),
+        Err(TimeError::NotYetValid) => Err(Refusal::bare(Reason::SvidNotYetValid)),
+    }
+}
+
+/// Step 2: a loopback TCP peer.
 fn check_loopback(source: Option<&str>) -> Result<(), Refusal> {
     let source = source.ok_or(Refusal::bare(Reason::SourceAddressUnavailable))?;
     let address: SocketAddr = source.parse().map_err(|_| {
@@ -502,10 +564,7 @@ mod tests {
         request(cert)
             .without_property(property::PEER_CERTIFICATE)
             .without_property(property::PEER_CERTIFICATE_VALID)
-            .with_header(
-                XFCC_HEADER,
-                &format!("Hash={digest};Cert=\"{}\";URI={APP}", url_encode(&cert.pem())),
-            )
+            .with_header(XFCC_HEADER, &format!("Hash={digest};Cert=\"{}\";URI={APP}", url_encode(cert.pem())))
     }
 
     /// A request over a TLS connection without a client certificate.
@@ -538,7 +597,7 @@ mod tests {
                 "url-encoded property",
                 "{}",
                 Some("/"),
-                request(&app()).with_property(property::PEER_CERTIFICATE, url_encode(&app().pem())),
+                request(&app()).with_property(property::PEER_CERTIFICATE, url_encode(app().pem())),
                 Verdict::Allow,
                 Reason::Ok,
             ),
@@ -736,7 +795,7 @@ mod tests {
                 Some("/"),
                 request_via_xfcc(&rogue).with_header(
                     XFCC_HEADER,
-                    &format!("Hash={};Cert=\"{}\"", pem::sha256_hex(&rogue.der()), url_encode(&app().pem())),
+                    &format!("Hash={};Cert=\"{}\"", pem::sha256_hex(&rogue.der()), url_encode(app().pem())),
                 ),
                 Verdict::Deny,
                 Reason::CertificateUnavailable,
@@ -814,7 +873,10 @@ mod tests {
             );
             seen.insert(reason);
         }
-        let untested: Vec<_> = Reason::ALL.iter().filter(|r| !seen.contains(r)).collect();
+        // Given without a check, by `Outcome::refused`: tested with the filter's glue (src/tests.rs).
+        let refused = [Reason::Unconfigured, Reason::EngineBusy];
+        let untested: Vec<_> =
+            Reason::ALL.iter().filter(|r| !seen.contains(r) && !refused.contains(r)).collect();
         assert!(untested.is_empty(), "reasons without a case: {untested:?}");
     }
 

@@ -14,6 +14,11 @@ pub trait Host {
     fn request_header(&self, name: &str) -> Result<Option<String>, HostError>;
     /// The proxy's current time, in seconds since the Unix epoch.
     fn now(&self) -> Result<i64, HostError>;
+    /// The proxy's current time in milliseconds since the Unix epoch, for the log limiter; 0 if
+    /// the clock cannot be read (time then stands still, which only holds lines back).
+    fn now_ms(&self) -> u64 {
+        self.now().ok().and_then(|seconds| u64::try_from(seconds).ok()).map_or(0, |s| s.saturating_mul(1000))
+    }
     /// Whether the request headers ended the stream: no body and no tunnel follow. A host that
     /// cannot tell says no, which only costs a probe its exemption.
     fn end_of_stream(&self) -> bool {

@@ -10,6 +10,7 @@
 pub mod cache;
 pub mod config;
 pub mod decision;
+pub mod engine;
 pub mod host;
 pub mod identity;
 pub mod log;
@@ -22,8 +23,8 @@ pub mod xfcc;
 
 #[cfg(test)]
 mod conformance;
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 // One test attribute for both test runs: libtest natively, wasm-bindgen-test on wasm32.
 #[cfg(all(test, not(target_arch = "wasm32")))]

@@ -8,10 +8,11 @@
 //! second's worth). What is held back is counted per reason and reported in one summary line
 //! every `log_summary_seconds`. Counters are not affected: they count every decision.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::cache::Bounded;
 use crate::decision::Reason;
 
 /// Connection-and-reason pairs remembered per VM.
@@ -24,8 +25,7 @@ pub struct LogLimiter {
     /// Milli-lines available; a line costs 1000.
     tokens: u64,
     refilled_at_ms: u64,
-    seen: HashSet<(u64, Reason)>,
-    order: VecDeque<(u64, Reason)>,
+    seen: Bounded<(u64, Reason), ()>,
     held_back: BTreeMap<&'static str, u64>,
     summary_due_ms: Option<u64>,
 }
@@ -37,8 +37,7 @@ impl LogLimiter {
             summary_ms: u64::from(summary_seconds) * 1000,
             tokens: u64::from(per_second) * 1000,
             refilled_at_ms: 0,
-            seen: HashSet::new(),
-            order: VecDeque::new(),
+            seen: Bounded::new(RECENT),
             held_back: BTreeMap::new(),
             summary_due_ms: None,
         }
@@ -49,7 +48,7 @@ impl LogLimiter {
     /// counted for the next summary.
     pub fn admit(&mut self, now_ms: u64, connection: Option<u64>, reason: Reason) -> bool {
         self.refill(now_ms);
-        let first = connection.is_none_or(|id| self.first_time((id, reason)));
+        let first = connection.is_none_or(|id| self.seen.insert((id, reason), ()));
         if first && self.tokens >= 1000 {
             self.tokens -= 1000;
             return true;
@@ -88,19 +87,6 @@ impl LogLimiter {
         self.tokens =
             self.tokens.saturating_add(elapsed.saturating_mul(u64::from(self.per_second))).min(full);
         self.refilled_at_ms = self.refilled_at_ms.max(now_ms);
-    }
-
-    fn first_time(&mut self, key: (u64, Reason)) -> bool {
-        if !self.seen.insert(key) {
-            return false;
-        }
-        self.order.push_back(key);
-        if self.order.len() > RECENT {
-            if let Some(oldest) = self.order.pop_front() {
-                self.seen.remove(&oldest);
-            }
-        }
-        true
     }
 }
 
@@ -156,6 +142,5 @@ mod tests {
             limiter.admit(n, Some(n), Reason::NotLoopback);
         }
         assert_eq!(limiter.seen.len(), RECENT);
-        assert_eq!(limiter.order.len(), RECENT);
     }
 }

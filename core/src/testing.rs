@@ -3,6 +3,11 @@
 //! They are signed with a fake key: the filter never verifies signatures (Envoy did that in the
 //! handshake), and leaving out a crypto backend keeps these tests buildable for
 //! wasm32-unknown-unknown.
+//!
+//! Built for core's own tests and, with the `testing` feature, for every other crate's tests,
+//! benches and fuzz targets: one of each helper for the whole workspace.
+// Test code: a helper that cannot build its fixture should stop the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use rcgen::string::Ia5String;
 use rcgen::{
@@ -40,6 +45,19 @@ impl CertBuilder {
         params.key_identifier_method = KeyIdMethod::PreSpecified(vec![1; 20]);
         params.serial_number = Some(SerialNumber::from(vec![1]));
         Self(params).validity(1_577_836_800, 4_102_444_800)
+    }
+
+    /// A workload certificate shaped like Istio's: CN and one URI SAN naming `spiffe_id`,
+    /// digitalSignature and keyEncipherment, client and server auth, a 16-byte serial.
+    pub fn workload(spiffe_id: &str) -> Self {
+        let mut builder = Self::leaf().uri(spiffe_id);
+        builder.0.distinguished_name.push(rcgen::DnType::CommonName, spiffe_id);
+        builder.0.is_ca = IsCa::ExplicitNoCa;
+        builder.0.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        builder.0.extended_key_usages =
+            vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth, rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        builder.0.serial_number = Some(SerialNumber::from(vec![0x42; 16]));
+        builder
     }
 
     pub fn uri(mut self, uri: &str) -> Self {
@@ -95,8 +113,8 @@ impl CertBuilder {
     }
 }
 
-/// One DER tag-length-value with a definite length.
-fn der_tlv(tag: u8, value: &[u8]) -> Vec<u8> {
+/// One DER tag-length-value with a definite length (short form below 128 bytes, else long).
+pub fn der_tlv(tag: u8, value: &[u8]) -> Vec<u8> {
     let len = value.len();
     let mut out = vec![tag];
     if len < 0x80 {
@@ -123,10 +141,24 @@ pub fn pem_encode(der: &[u8]) -> String {
     pem
 }
 
-/// URL-encodes text the way Envoy encodes XFCC's `Cert` value.
-pub fn url_encode(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+/// Percent-encodes as Envoy writes the PEM into XFCC's `Cert` value and, on versions that
+/// encode it, into `connection.peer_certificate`: every byte but ASCII letters, digits and
+/// `* - . _`, with uppercase hex digits (`Http::Utility::PercentEncoding`, the table
+/// `kUrlEncodedCharTable` in envoy's source/common/http/utility.cc).
+pub fn url_encode(text: impl AsRef<[u8]>) -> String {
+    let mut out = String::new();
+    for &byte in text.as_ref() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'*' | b'-' | b'.' | b'_') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
+
+/// Shared data: key -> (value, compare-and-swap token).
+type SharedData = std::collections::HashMap<String, (Vec<u8>, u32)>;
 
 /// A [`Host`](crate::host::Host) over maps: `.with_property(..)`, `.with_header(..)`.
 #[derive(Default, Clone)]
@@ -134,10 +166,12 @@ pub struct FakeHost {
     properties: std::collections::HashMap<String, Result<Vec<u8>, String>>,
     headers: std::collections::HashMap<String, String>,
     pub reads: std::cell::RefCell<Vec<String>>,
+    /// Reads are not recorded (for benchmarks, where recording would be measured too).
+    untraced: bool,
     now: Option<i64>,
     end_of_stream: Option<bool>,
     /// Shared data: key -> (value, token); shared by clones, as the VMs of one Envoy share it.
-    shared: std::rc::Rc<std::cell::RefCell<std::collections::HashMap<String, (Vec<u8>, u32)>>>,
+    shared: std::rc::Rc<std::cell::RefCell<SharedData>>,
     /// How many more writes lose a compare-and-swap race.
     cas_conflicts: std::rc::Rc<std::cell::Cell<usize>>,
 }
@@ -147,13 +181,48 @@ pub const FAKE_NOW: i64 = 1_800_000_000;
 
 impl FakeHost {
     pub fn with_property(mut self, path: &[&str], value: impl Into<Vec<u8>>) -> Self {
-        self.properties.insert(path.join("."), Ok(value.into()));
+        self.set(path, value);
         self
     }
 
     pub fn with_failing_property(mut self, path: &[&str]) -> Self {
-        self.properties.insert(path.join("."), Err("status 1".into()));
+        self.fail(path);
         self
+    }
+
+    pub fn set(&mut self, path: &[&str], value: impl Into<Vec<u8>>) {
+        self.properties.insert(path.join("."), Ok(value.into()));
+    }
+
+    /// Reading `path` fails as a host call can.
+    pub fn fail(&mut self, path: &[&str]) {
+        self.properties.insert(path.join("."), Err("status 1".into()));
+    }
+
+    pub fn set_header(&mut self, name: &str, value: &str) {
+        self.headers.insert(name.to_owned(), value.to_owned());
+    }
+
+    /// A request header as set.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// A property as set, unless it was set to fail.
+    pub fn property_value(&self, path: &[&str]) -> Option<&[u8]> {
+        self.properties.get(&path.join(".")).and_then(|value| value.as_deref().ok())
+    }
+
+    /// Reads are not recorded in [`FakeHost::reads`].
+    pub fn untraced(mut self) -> Self {
+        self.untraced = true;
+        self
+    }
+
+    fn trace(&self, read: impl FnOnce() -> String) {
+        if !self.untraced {
+            self.reads.borrow_mut().push(read());
+        }
     }
 
     pub fn without_property(mut self, path: &[&str]) -> Self {
@@ -185,7 +254,7 @@ impl FakeHost {
     }
 
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        self.headers.insert(name.to_owned(), value.to_owned());
+        self.set_header(name, value);
         self
     }
 }
@@ -193,7 +262,7 @@ impl FakeHost {
 impl crate::host::Host for FakeHost {
     fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, crate::host::HostError> {
         let key = path.join(".");
-        self.reads.borrow_mut().push(key.clone());
+        self.trace(|| key.clone());
         match self.properties.get(&key) {
             None => Ok(None),
             Some(Ok(v)) => Ok(Some(v.clone())),
@@ -202,12 +271,12 @@ impl crate::host::Host for FakeHost {
     }
 
     fn request_header(&self, name: &str) -> Result<Option<String>, crate::host::HostError> {
-        self.reads.borrow_mut().push(format!("header {name}"));
+        self.trace(|| format!("header {name}"));
         Ok(self.headers.get(name).cloned())
     }
 
     fn now(&self) -> Result<i64, crate::host::HostError> {
-        self.reads.borrow_mut().push("clock".to_owned());
+        self.trace(|| "clock".to_owned());
         Ok(self.now.unwrap_or(FAKE_NOW))
     }
 
@@ -216,7 +285,7 @@ impl crate::host::Host for FakeHost {
     }
 
     fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), crate::host::HostError> {
-        self.reads.borrow_mut().push(format!("shared {key}"));
+        self.trace(|| format!("shared {key}"));
         Ok(match self.shared.borrow().get(key) {
             Some((value, cas)) => (Some(value.clone()), Some(*cas)),
             None => (None, None),
@@ -229,7 +298,7 @@ impl crate::host::Host for FakeHost {
         value: &[u8],
         cas: Option<u32>,
     ) -> Result<bool, crate::host::HostError> {
-        self.reads.borrow_mut().push(format!("set shared {key}"));
+        self.trace(|| format!("set shared {key}"));
         if self.cas_conflicts.get() > 0 {
             self.cas_conflicts.set(self.cas_conflicts.get() - 1);
             return Ok(false);
@@ -242,5 +311,38 @@ impl crate::host::Host for FakeHost {
         let next = current.unwrap_or(0) + 1;
         shared.insert(key.to_owned(), (value.to_vec(), next));
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_case;
+
+    #[test_case]
+    fn url_encode_keeps_what_envoy_keeps() {
+        assert_eq!(
+            url_encode("-----BEGIN CERTIFICATE-----\nab+/=\n"),
+            "-----BEGIN%20CERTIFICATE-----%0Aab%2B%2F%3D%0A"
+        );
+        assert_eq!(url_encode(b"a.b_c*d~e\xe9 "), "a.b_c*d%7Ee%E9%20");
+    }
+
+    #[test_case]
+    fn der_lengths_use_the_short_and_long_forms() {
+        assert_eq!(der_tlv(0x04, &[7; 3]), [0x04, 3, 7, 7, 7]);
+        assert_eq!(der_tlv(0x04, &[0; 127])[..2], [0x04, 127]);
+        assert_eq!(der_tlv(0x04, &[0; 128])[..3], [0x04, 0x81, 128]);
+        assert_eq!(der_tlv(0x04, &[0; 300])[..4], [0x04, 0x82, 1, 44]);
+    }
+
+    #[test_case]
+    fn pem_round_trips_through_the_core() {
+        for len in 0..70 {
+            let der: Vec<u8> = (0..len).map(|i| (i * 37 % 256) as u8).collect();
+            let pem = pem_encode(&der);
+            assert_eq!(crate::pem::certificate_der(pem.as_bytes()), Ok(der.clone()));
+            assert_eq!(crate::pem::certificate_der(url_encode(&pem).as_bytes()), Ok(der));
+        }
     }
 }

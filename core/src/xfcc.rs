@@ -207,8 +207,8 @@ mod tests {
         let other = CertBuilder::leaf().uri("spiffe://td/ns/a/sa/rogue").validity(1, 4_102_444_800);
         let (own_der, other_der) = (own.der(), other.der());
         let (own_hash, other_hash) = (sha256_hex(&own_der), sha256_hex(&other_der));
-        let own_cert = url_encode(&own.pem());
-        let other_cert = url_encode(&other.pem());
+        let own_cert = url_encode(own.pem());
+        let other_cert = url_encode(other.pem());
         let element =
             |hash: &str, cert: &str| format!("Hash={hash};Cert=\"{cert}\";URI=spiffe://td/ns/a/sa/app");
 

@@ -15,7 +15,8 @@ use loopback_guard_core::decision::{Guard, Reason, Verdict};
 use loopback_guard_core::host::{property, XFCC_HEADER};
 use loopback_guard_core::pem::sha256_hex;
 use loopback_guard_core::svid::SvidFacts;
-use loopback_guard_fuzz::{pem_encode, url_encode, FuzzHost, Reader};
+use loopback_guard_core::testing::{pem_encode, url_encode, FakeHost};
+use loopback_guard_fuzz::Reader;
 
 const APP: &str = "spiffe://cluster.local/ns/shop/sa/app";
 
@@ -41,16 +42,16 @@ fuzz_target!(|data: &[u8]| {
     let digest = sha256_hex(der);
     let pem = pem_encode(der);
 
-    let mut host = FuzzHost {
-        now: match clock % 6 {
-            2 => i64::MIN,
-            3 => i64::MAX,
-            4 => 0,
-            5 => -1,
-            _ => 1_800_000_000,
-        },
-        ..FuzzHost::default()
+    let now = match clock % 6 {
+        2 => i64::MIN,
+        3 => i64::MAX,
+        4 => 0,
+        5 => -1,
+        _ => 1_800_000_000,
     };
+    // What decides whether a request on an exempt path is a probe.
+    let end_of_stream = (clock >> 3) & 1 == 0;
+    let mut host = FakeHost::default().untraced().at(now).end_of_stream(end_of_stream);
     match b & 7 {
         0 | 1 => host.set(property::SOURCE_ADDRESS, "127.0.0.1:40000"),
         2 => host.set(property::SOURCE_ADDRESS, "[::1]:40000"),
@@ -93,13 +94,13 @@ fuzz_target!(|data: &[u8]| {
             // The fallback: this proxy's element last, whatever the client sent before it.
             let ours = format!("Hash={digest};Cert=\"{}\";URI={APP}", url_encode(&pem));
             let header = if y.is_empty() { ours } else { format!("{y_text},{ours}") };
-            host.headers.insert(XFCC_HEADER.to_owned(), header);
+            host.set_header(XFCC_HEADER, &header);
         }
         _ => host.set(property::PEER_CERTIFICATE, y),
     }
     if (b >> 7) & 1 == 1 && (a >> 6) & 3 != 2 {
         // A client's own header, passed through, next to the property.
-        host.headers.insert(XFCC_HEADER.to_owned(), y_text.clone().into_owned());
+        host.set_header(XFCC_HEADER, &y_text);
     }
     let path = match (b >> 3) & 3 {
         0 => Some("/"),
@@ -108,19 +109,17 @@ fuzz_target!(|data: &[u8]| {
         _ => Some(x_text.as_ref()),
     };
     if let Some(path) = path {
-        host.headers.insert(":path".to_owned(), path.to_owned());
+        host.set_header(":path", path);
     }
-    // What decides whether a request on an exempt path is a probe.
-    host.end_of_stream = (clock >> 3) & 1 == 0;
     let probe_headers: [(&str, &str); 4] =
         [(":method", "GET"), (":method", "POST"), (":authority", "127.0.0.1:1"), ("upgrade", "websocket")];
     for (bit, (name, value)) in probe_headers.iter().enumerate() {
         if (clock >> (4 + bit)) & 1 == 1 {
-            host.headers.insert((*name).to_owned(), (*value).to_owned());
+            host.set_header(name, value);
         }
     }
     if clock >> 4 == 0 {
-        host.headers.insert(":authority".to_owned(), x_text.clone().into_owned());
+        host.set_header(":authority", &x_text);
     }
     if (b >> 5) & 1 == 0 {
         host.set(&["xds", "node", "metadata", "NAMESPACE"], "shop");
@@ -152,14 +151,14 @@ fuzz_target!(|data: &[u8]| {
         let bare = path.map(|p| p.split_once('?').map_or(p, |(bare, _)| bare));
         assert!(bare.is_some_and(|bare| policy.exempt_paths.iter().any(|e| e == bare)), "exempt {path:?}");
         // Only a probe: GET or HEAD, no body, no upgrade.
-        let header = |name: &str| host.headers.get(name).map(String::as_str);
+        let header = |name: &str| host.header(name);
         assert!(matches!(header(":method"), Some("GET" | "HEAD")), "exempt {:?}", header(":method"));
-        assert!(host.end_of_stream && header("upgrade").is_none(), "exempt with a body or an upgrade");
+        assert!(end_of_stream && header("upgrade").is_none(), "exempt with a body or an upgrade");
     }
     if first.reason == Reason::Ok {
         // A presented certificate: Envoy says so, or has its digest (which exists only then).
-        let presented = host.properties.get("connection.mtls") == Some(&Ok(vec![1]))
-            || matches!(host.properties.get("connection.sha256_peer_certificate_digest"), Some(Ok(d)) if !d.is_empty());
+        let presented = host.property_value(property::MTLS) == Some(&[1])
+            || host.property_value(property::PEER_CERTIFICATE_DIGEST).is_some_and(|d| !d.is_empty());
         assert!(presented, "ok without a presented certificate");
         let peer = first.peer_principal.as_ref().expect("ok without a peer principal");
         let expected = first.expected_principal.as_ref().expect("ok without an expected principal");
@@ -168,7 +167,7 @@ fuzz_target!(|data: &[u8]| {
             "ok for {} while expecting {expected}",
             peer.spiffe_id
         );
-        assert!(peer.check_time(host.now).is_ok(), "ok outside the validity window");
+        assert!(peer.check_time(now).is_ok(), "ok outside the validity window");
         if policy.require_loopback {
             let source = first.source_address.as_deref().expect("ok without a source address");
             let source: std::net::SocketAddr = source.parse().expect("ok from an unparsable source");

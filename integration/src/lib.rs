@@ -53,36 +53,12 @@ impl<T, E: fmt::Display> Context<T> for std::result::Result<T, E> {
     }
 }
 
-/// Percent-encodes every byte but the unreserved characters of RFC 3986 (`A-Z a-z 0-9 - . _ ~`),
-/// as Envoy URL-encodes the PEM in an XFCC `Cert` value.
-pub fn url_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 3);
-    for &byte in bytes {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+/// Percent-encodes as Envoy does the PEM in an XFCC `Cert` value (one definition for the
+/// workspace, in the core's `testing` feature).
+pub use loopback_guard_core::testing::url_encode;
 
 /// The repository root (this crate lives in `<root>/integration`).
 pub fn repo_root() -> PathBuf {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest_dir.parent().map(PathBuf::from).unwrap_or(manifest_dir)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn url_encode_keeps_unreserved_characters_only() {
-        assert_eq!(
-            url_encode(b"-----BEGIN CERTIFICATE-----\nab+/=\n"),
-            "-----BEGIN%20CERTIFICATE-----%0Aab%2B%2F%3D%0A"
-        );
-        assert_eq!(url_encode(b"a.b_c~d\xe9"), "a.b_c~d%E9");
-    }
 }

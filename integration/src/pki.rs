@@ -9,6 +9,7 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
+use loopback_guard_core::testing::der_tlv;
 use rcgen::string::Ia5String;
 pub use rcgen::KeyUsagePurpose;
 use rcgen::{
@@ -137,28 +138,12 @@ impl CertSpec {
 fn raw_subject_alt_names(uris: &[Vec<u8>], dns_names: &[String]) -> CustomExtension {
     let mut names = Vec::new();
     for uri in uris {
-        der_push(&mut names, 0x86, uri);
+        names.extend(der_tlv(0x86, uri));
     }
     for name in dns_names {
-        der_push(&mut names, 0x82, name.as_bytes());
+        names.extend(der_tlv(0x82, name.as_bytes()));
     }
-    let mut sequence = Vec::new();
-    der_push(&mut sequence, 0x30, &names);
-    CustomExtension::from_oid_content(&[2, 5, 29, 17], sequence)
-}
-
-/// Appends one DER tag-length-value.
-fn der_push(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
-    out.push(tag);
-    let len = value.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
-    out.extend_from_slice(value);
+    CustomExtension::from_oid_content(&[2, 5, 29, 17], der_tlv(0x30, &names))
 }
 
 fn ia5(value: &str) -> Result<Ia5String> {
@@ -311,26 +296,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn der_lengths_use_the_short_and_long_forms() {
-        for (len, head) in [(0, vec![0x86, 0x00]), (127, vec![0x86, 0x7f]), (128, vec![0x86, 0x81, 0x80])] {
-            let mut out = Vec::new();
-            der_push(&mut out, 0x86, &vec![b'a'; len]);
-            assert_eq!(out[..head.len()], head[..], "length {len}");
-            assert_eq!(out.len(), head.len() + len);
-        }
-        let mut out = Vec::new();
-        der_push(&mut out, 0x30, &[0; 2049]);
-        assert_eq!(out[..4], [0x30, 0x82, 0x08, 0x01]);
-    }
-
-    #[test]
     fn raw_uri_sans_go_into_the_certificate_byte_for_byte() {
         let pki = Pki::generate().unwrap();
         let uri = b"spiffe://cluster.local/ns/demo/sa/app\xe9".to_vec();
         let spec = CertSpec::svid(APP_ID).with_raw_uri_sans([uri.clone()]);
         let credential = pki.issue("raw", &spec).unwrap();
-        let mut san = Vec::new();
-        der_push(&mut san, 0x86, &uri);
+        let san = der_tlv(0x86, &uri);
         let found = credential.cert_der.windows(san.len()).any(|window| window == san.as_slice());
         assert!(found, "the URI SAN's bytes are not in the certificate");
         // rcgen's own SAN is left out: only one subjectAltName extension (OID 2.5.29.17).

@@ -1,10 +1,12 @@
-//! [`Host`] over proxy-wasm host calls.
+//! [`Host`] and [`Writes`] over the proxy: per-request calls through `abi.rs`, which returns
+//! every status; the configure-time ones through the SDK.
 
-use std::time::UNIX_EPOCH;
-
+use loopback_guard_core::engine::{Level, Notice, Reply};
 use loopback_guard_core::host::{Host, HostError};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MapType, Status};
+use proxy_wasm::types::MetricType;
+
+use super::{abi, Writes};
 
 /// The current request's facts, as Envoy answers them.
 #[derive(Default)]
@@ -15,14 +17,12 @@ pub struct ProxyHost {
 
 impl Host for ProxyHost {
     fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
-        hostcalls::get_property(path.to_vec())
-            .map_err(|status| HostError(format!("get_property {}: {status:?}", path.join("."))))
+        abi::property(path)
     }
 
     fn request_header(&self, name: &str) -> Result<Option<String>, HostError> {
-        // The bytes variant: the string one unwraps UTF-8, and header bytes are the client's.
-        let value = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-            .map_err(|status| HostError(format!("request header {name}: {status:?}")))?;
+        // Header bytes are the client's: not UTF-8 is no failed host call.
+        let value = abi::request_header(name)?;
         Ok(value.map(|bytes| match String::from_utf8(bytes) {
             Ok(text) => text,
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
@@ -34,36 +34,44 @@ impl Host for ProxyHost {
     }
 
     fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
-        hostcalls::get_shared_data(key).map_err(|status| HostError(format!("shared data {key}: {status:?}")))
+        abi::shared_data(key)
     }
 
     fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, HostError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
-            Ok(()) => Ok(true),
-            Err(Status::CasMismatch) => Ok(false),
-            Err(status) => Err(HostError(format!("setting shared data {key}: {status:?}"))),
-        }
+        abi::set_shared_data(key, value, cas)
     }
 
     fn now(&self) -> Result<i64, HostError> {
-        let now = hostcalls::get_current_time().map_err(|status| HostError(format!("clock: {status:?}")))?;
-        let since_epoch =
-            now.duration_since(UNIX_EPOCH).map_err(|_| HostError("clock is before 1970".into()))?;
-        i64::try_from(since_epoch.as_secs()).map_err(|_| HostError("clock out of range".into()))
+        i64::try_from(abi::now_nanos()? / 1_000_000_000).map_err(|_| HostError("clock out of range".into()))
+    }
+
+    fn now_ms(&self) -> u64 {
+        abi::now_nanos().map_or(0, |nanos| nanos / 1_000_000)
     }
 }
 
-/// A request header for labels and matching: absent and unreadable read as `None`.
-pub fn label_header(name: &str) -> Option<String> {
-    ProxyHost::default().request_header(name).ok().flatten()
-}
+impl Writes for ProxyHost {
+    fn log(&self, notice: &Notice) {
+        match notice.level {
+            Level::Error => log::error!("{}", notice.text),
+            Level::Warn => log::warn!("{}", notice.text),
+            Level::Info => log::info!("{}", notice.text),
+        }
+    }
 
-/// The proxy's clock in milliseconds since the Unix epoch (0 if it cannot be read: the log
-/// limiter then sees time stand still, which only holds lines back).
-pub fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|now| now.duration_since(UNIX_EPOCH).ok())
-        .and_then(|since| u64::try_from(since.as_millis()).ok())
-        .unwrap_or(0)
+    fn define_counter(&self, name: &str) -> Result<u32, HostError> {
+        hostcalls::define_metric(MetricType::Counter, name).map_err(|status| HostError(format!("{status:?}")))
+    }
+
+    fn increment(&self, counter: u32) -> Result<(), HostError> {
+        abi::increment_metric(counter)
+    }
+
+    fn set_filter_state(&self, key: &str, value: &str) -> Result<(), HostError> {
+        abi::set_property(key, value.as_bytes())
+    }
+
+    fn send_reply(&self, reply: &Reply) -> Result<(), HostError> {
+        abi::send_local_response(reply.status, &reply.headers, reply.body.as_bytes())
+    }
 }

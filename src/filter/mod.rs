@@ -1,10 +1,24 @@
-//! The only code that talks to proxy-wasm: it reads host facts for the core, and applies, counts
-//! and logs the core's decisions.
+//! The only code that talks to proxy-wasm: it reads host facts for the core and applies the
+//! core's [`Outcome`](loopback_guard_core::engine::Outcome)s. Nothing here decides.
 //!
-//! The SDK's convenience methods on `Context` unwrap host-call results (a panic kills the VM), so
-//! this module calls `proxy_wasm::hostcalls` directly and turns every failure into a value.
+//! Reads go through the core's `Host` trait, writes through [`Writes`], so that [`apply`] runs
+//! natively against a fake host in tests; `host.rs` implements both over the proxy-wasm ABI
+//! (`abi.rs`, which returns errors where the SDK's host calls would panic).
 
-mod host;
+pub mod abi;
+pub mod apply;
+pub mod host;
 mod http;
-mod metrics;
 pub mod root;
+
+use loopback_guard_core::engine::{Notice, Reply};
+use loopback_guard_core::host::HostError;
+
+/// What the glue writes to the proxy. A failed write is reported, never a panic.
+pub trait Writes {
+    fn log(&self, notice: &Notice);
+    fn define_counter(&self, name: &str) -> Result<u32, HostError>;
+    fn increment(&self, counter: u32) -> Result<(), HostError>;
+    fn set_filter_state(&self, key: &str, value: &str) -> Result<(), HostError>;
+    fn send_reply(&self, reply: &Reply) -> Result<(), HostError>;
+}

@@ -1,0 +1,379 @@
+//! What happens to a request, whole: the glue asks [`Engine::handle`] and applies the
+//! [`Outcome`] (the decision, the lines to log, the counters to bump, the filter state to set,
+//! the reply to send) without deciding anything itself.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
+use crate::cache::Bounded;
+use crate::config::{LogAllowed, Policy, DEFAULT_LOG_FIELD_MAX_BYTES};
+use crate::decision::{Decision, Guard, Reason, Verdict};
+use crate::host::{property, Host};
+use crate::log::{decision_line, RequestLabels};
+use crate::loglimit::LogLimiter;
+
+/// The prefix of every counter: `loopback_guard.allowed`, `.denied.<reason>`, ...
+pub const COUNTER_PREFIX: &str = "loopback_guard";
+/// Filter state keys, read in an access log as `%FILTER_STATE(wasm.loopback_guard.decision)%`.
+pub const DECISION_STATE: &str = "loopback_guard.decision";
+pub const REASON_STATE: &str = "loopback_guard.reason";
+/// How many connections' "first allowed request" are remembered per VM.
+const RECENT_CONNECTIONS: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Error,
+    Warn,
+    Info,
+}
+
+/// One line for the proxy's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub level: Level,
+    pub text: String,
+}
+
+impl Notice {
+    pub fn new(level: Level, text: impl Into<String>) -> Self {
+        Self { level, text: text.into() }
+    }
+}
+
+/// A counter in the proxy's stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counter {
+    Allowed,
+    Exempt,
+    WouldDeny,
+    /// A decision line the log limiter held back.
+    LogHeldBack,
+    /// One per deny reason.
+    Denied(Reason),
+}
+
+impl Counter {
+    /// Every counter, so that all of them can be defined up front and show in stats from the start.
+    pub fn all() -> impl Iterator<Item = Counter> {
+        [Self::Allowed, Self::Exempt, Self::WouldDeny, Self::LogHeldBack]
+            .into_iter()
+            .chain(Reason::ALL.iter().filter(|reason| !reason.is_allow()).map(|reason| Self::Denied(*reason)))
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Self::Allowed => format!("{COUNTER_PREFIX}.allowed"),
+            Self::Exempt => format!("{COUNTER_PREFIX}.exempt"),
+            Self::WouldDeny => format!("{COUNTER_PREFIX}.would_deny"),
+            Self::LogHeldBack => format!("{COUNTER_PREFIX}.log_held_back"),
+            Self::Denied(reason) => format!("{COUNTER_PREFIX}.denied.{}", reason.as_str()),
+        }
+    }
+
+    /// The counter every decision bumps.
+    pub fn of(decision: &Decision) -> Self {
+        match (decision.verdict, decision.reason) {
+            (Verdict::Allow, Reason::Exempt) => Self::Exempt,
+            (Verdict::Allow, _) => Self::Allowed,
+            (Verdict::WouldDeny, _) => Self::WouldDeny,
+            (Verdict::Deny, reason) => Self::Denied(reason),
+        }
+    }
+}
+
+/// The local reply that ends a denied request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u32,
+    pub headers: Vec<(&'static str, &'static str)>,
+    pub body: String,
+}
+
+impl Reply {
+    fn denied(reason: Reason) -> Self {
+        Self {
+            status: 403,
+            headers: vec![("content-type", "text/plain; charset=utf-8")],
+            body: format!("loopback-guard: denied: {}\n", reason.as_str()),
+        }
+    }
+}
+
+/// Everything the glue does for one request, in this order: log `notices`, bump `counters`,
+/// write `log`, set `filter_state`, send `reply`; then continue only if [`Outcome::proceeds`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub decision: Decision,
+    pub notices: Vec<Notice>,
+    pub counters: Vec<Counter>,
+    pub log: Option<Notice>,
+    pub filter_state: [(&'static str, &'static str); 2],
+    pub reply: Option<Reply>,
+}
+
+impl Outcome {
+    /// A denial that no check produced (no configuration, engine busy): always logged.
+    pub fn refused(reason: Reason, detail: &str, host: &impl Host) -> Self {
+        let decision = Decision::deny(reason, detail);
+        let log = Some(log_line(&decision, host, DEFAULT_LOG_FIELD_MAX_BYTES));
+        Self::new(decision, Vec::new(), log, false)
+    }
+
+    fn new(decision: Decision, notices: Vec<Notice>, log: Option<Notice>, held_back: bool) -> Self {
+        let mut counters = vec![Counter::of(&decision)];
+        if held_back {
+            counters.push(Counter::LogHeldBack);
+        }
+        let reply = (decision.verdict == Verdict::Deny).then(|| Reply::denied(decision.reason));
+        let filter_state =
+            [(DECISION_STATE, decision.verdict.as_str()), (REASON_STATE, decision.reason.as_str())];
+        Self { decision, notices, counters, log, filter_state, reply }
+    }
+
+    /// Whether the request goes on; never after a deny, even if the reply could not be sent.
+    pub fn proceeds(&self) -> bool {
+        self.decision.verdict != Verdict::Deny
+    }
+}
+
+/// The engine of one plugin configuration: the decision, and the memory of what was logged.
+#[derive(Debug)]
+pub struct Engine {
+    guard: Guard,
+    logged_connections: Bounded<u64, ()>,
+    /// Bounds the lines of decisions anyone can cause (denials, audit findings, exemptions).
+    limiter: LogLimiter,
+}
+
+impl Engine {
+    /// Parses and validates a plugin configuration: the engine and what to log about it, or the
+    /// one line that says why the configuration is refused.
+    pub fn configure(
+        config: &[u8],
+        env_trust_domain: Option<&str>,
+        host: &impl Host,
+    ) -> Result<(Self, Vec<Notice>), Notice> {
+        let policy = Policy::from_json(config, env_trust_domain)
+            .map_err(|e| Notice::new(Level::Error, format!("loopback-guard: {e}")))?;
+        let mut guard = Guard::new(policy, host);
+        let mut notices = prefixed(guard.take_notices());
+        notices.push(Notice::new(
+            Level::Info,
+            format!("loopback-guard: configured: {}", summary(guard.policy())),
+        ));
+        let policy = guard.policy();
+        let limiter = LogLimiter::new(policy.log_lines_per_second, policy.log_summary_seconds);
+        Ok((Self { guard, logged_connections: Bounded::new(RECENT_CONNECTIONS), limiter }, notices))
+    }
+
+    pub fn policy(&self) -> &Policy {
+        self.guard.policy()
+    }
+
+    /// How often [`Engine::summary`] should be asked, in seconds.
+    pub fn summary_period_seconds(&self) -> u64 {
+        u64::from(self.policy().log_summary_seconds)
+    }
+
+    /// Decides on one request and says what to do about it.
+    pub fn handle(&mut self, host: &impl Host) -> Outcome {
+        let decision = self.guard.decide(host);
+        let notices = prefixed(self.guard.take_notices());
+        let wanted = self.wanted(&decision, host);
+        let written = wanted && (!unauthenticated(&decision) || self.within_limit(&decision, host));
+        let log = written.then(|| log_line(&decision, host, self.policy().log_field_max_bytes));
+        Outcome::new(decision, notices, log, wanted && !written)
+    }
+
+    /// The summary of held-back decision lines, if one is due.
+    pub fn summary(&mut self, now_ms: u64) -> Option<Notice> {
+        self.limiter.summary(now_ms).map(|line| Notice::new(Level::Warn, line))
+    }
+
+    /// Whether `log_allowed` wants the line: allowed requests with a certificate follow it;
+    /// every other decision is wanted (and bounded by the limiter).
+    fn wanted(&mut self, decision: &Decision, host: &impl Host) -> bool {
+        match (decision.verdict, self.policy().log_allowed) {
+            (Verdict::Deny | Verdict::WouldDeny, _) | (Verdict::Allow, LogAllowed::All) => true,
+            (Verdict::Allow, LogAllowed::None) => false,
+            (Verdict::Allow, LogAllowed::FirstPerConnection) => {
+                connection_key(decision, host).is_some_and(|key| self.logged_connections.insert(key, ()))
+            }
+        }
+    }
+
+    fn within_limit(&mut self, decision: &Decision, host: &impl Host) -> bool {
+        let key = connection_key(decision, host);
+        self.limiter.admit(host.now_ms(), key, decision.reason)
+    }
+}
+
+/// A decision anyone can cause without the app's certificate: a denial, an audit finding, an
+/// exemption.
+fn unauthenticated(decision: &Decision) -> bool {
+    decision.verdict != Verdict::Allow || decision.reason == Reason::Exempt
+}
+
+fn prefixed(notices: Vec<Notice>) -> Vec<Notice> {
+    notices.into_iter().map(|n| Notice::new(n.level, format!("loopback-guard: {}", n.text))).collect()
+}
+
+/// Tells connections apart without another host call where it can: while a connection is open
+/// its source address (ip:port) is its own. A port reused after a close may go unlogged once
+/// while the old key is remembered; that only skips a log line. An address without a real port
+/// (rebuilt from a header) or none at all falls back to the connection id.
+fn connection_key(decision: &Decision, host: &impl Host) -> Option<u64> {
+    match &decision.source_address {
+        Some(address) if !address.ends_with(":0") => {
+            let mut hasher = DefaultHasher::new();
+            address.hash(&mut hasher);
+            Some(hasher.finish())
+        }
+        _ => connection_id(host),
+    }
+}
+
+fn connection_id(host: &impl Host) -> Option<u64> {
+    let raw = host.property(property::CONNECTION_ID).ok().flatten()?;
+    Some(u64::from_le_bytes(raw.try_into().ok()?))
+}
+
+/// The decision's line. Labels are read only for a line that is written: each is a host call;
+/// one that cannot be read is left out.
+fn log_line(decision: &Decision, host: &impl Host, max_field_bytes: usize) -> Notice {
+    let header = |name: &str| host.request_header(name).ok().flatten();
+    let (path, method, request_id) = (header(":path"), header(":method"), header("x-request-id"));
+    let labels = RequestLabels {
+        connection_id: connection_id(host),
+        request_id: request_id.as_deref(),
+        method: method.as_deref(),
+        path: path.as_deref(),
+    };
+    let level = match decision.verdict {
+        Verdict::Allow => Level::Info,
+        Verdict::Deny | Verdict::WouldDeny => Level::Warn,
+    };
+    Notice::new(level, decision_line(decision, &labels, max_field_bytes))
+}
+
+/// The configuration in one line, for the proxy's log at start-up.
+pub fn summary(policy: &Policy) -> String {
+    format!(
+        "mode={} principal_source={} trust_domain={} allowed_principals={} exempt_paths={:?} \
+         exempt_authorities={:?} require_loopback={} log_allowed={} certificate_cache_size={} \
+         log_field_max_bytes={} log_lines_per_second={} log_summary_seconds={}",
+        policy.mode.as_str(),
+        policy.principal_source.as_str(),
+        policy.trust_domain.as_str(),
+        policy.allowed_principals.len(),
+        policy.exempt_paths,
+        policy.exempt_authorities,
+        policy.require_loopback,
+        policy.log_allowed.as_str(),
+        policy.certificate_cache_size,
+        policy.log_field_max_bytes,
+        policy.log_lines_per_second,
+        policy.log_summary_seconds
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_case;
+    use crate::testing::FakeHost;
+
+    fn engine(json: &str) -> Engine {
+        let pod = FakeHost::default()
+            .with_property(&["xds", "node", "metadata", "NAMESPACE"], "shop")
+            .with_property(&["xds", "node", "metadata", "SERVICE_ACCOUNT"], "app");
+        Engine::configure(json.as_bytes(), None, &pod).unwrap().0
+    }
+
+    /// A request without a client certificate from 127.0.0.1:`port`.
+    fn anonymous(port: u16) -> FakeHost {
+        FakeHost::default()
+            .with_property(property::SOURCE_ADDRESS, format!("127.0.0.1:{port}"))
+            .with_header(":path", "/orders?token=1")
+    }
+
+    #[test_case]
+    fn counter_names_are_stable() {
+        let names: Vec<String> = Counter::all().map(Counter::name).collect();
+        assert_eq!(
+            names[..4],
+            [
+                "loopback_guard.allowed",
+                "loopback_guard.exempt",
+                "loopback_guard.would_deny",
+                "loopback_guard.log_held_back"
+            ]
+        );
+        assert!(names.contains(&"loopback_guard.denied.principal_mismatch".to_owned()));
+        assert!(names.contains(&"loopback_guard.denied.unconfigured".to_owned()));
+        assert!(names.contains(&"loopback_guard.denied.engine_busy".to_owned()));
+        assert_eq!(names.len(), 4 + Reason::ALL.len() - 2, "one per deny reason, none for ok and exempt");
+    }
+
+    #[test_case]
+    fn a_denial_is_counted_logged_recorded_and_answered() {
+        let outcome = engine("{}").handle(&anonymous(40000));
+        assert!(!outcome.proceeds());
+        assert_eq!(outcome.counters, [Counter::Denied(Reason::NoClientCertificate)]);
+        assert_eq!(outcome.filter_state, [(DECISION_STATE, "deny"), (REASON_STATE, "no_client_certificate")]);
+        let reply = outcome.reply.unwrap();
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (403, "loopback-guard: denied: no_client_certificate\n")
+        );
+        let line = outcome.log.unwrap();
+        assert_eq!(line.level, Level::Warn);
+        assert!(
+            line.text.starts_with(r#"{"decision":"deny","reason":"no_client_certificate","#),
+            "{}",
+            line.text
+        );
+        assert!(line.text.contains(r#""path":"/orders""#));
+    }
+
+    #[test_case]
+    fn audit_findings_go_on_without_a_reply() {
+        let outcome = engine(r#"{"mode":"audit"}"#).handle(&anonymous(40000));
+        assert!(outcome.proceeds() && outcome.reply.is_none());
+        assert_eq!(outcome.counters, [Counter::WouldDeny]);
+    }
+
+    #[test_case]
+    fn lines_anyone_can_cause_are_limited_per_connection_and_reason() {
+        let mut engine = engine("{}");
+        assert!(engine.handle(&anonymous(40000)).log.is_some());
+        let again = engine.handle(&anonymous(40000));
+        assert_eq!(again.log, None);
+        assert_eq!(again.counters, [Counter::Denied(Reason::NoClientCertificate), Counter::LogHeldBack]);
+        assert!(engine.handle(&anonymous(40001)).log.is_some(), "another connection");
+        let summary = engine.summary(u64::MAX).unwrap();
+        assert_eq!(summary.level, Level::Warn);
+        assert!(summary.text.starts_with(r#"{"decision_lines_held_back":{"no_client_certificate":1}"#));
+    }
+
+    #[test_case]
+    fn a_refusal_without_a_check_is_always_logged() {
+        for reason in [Reason::Unconfigured, Reason::EngineBusy] {
+            let outcome = Outcome::refused(reason, "why", &anonymous(40000));
+            assert_eq!(outcome.counters, [Counter::Denied(reason)]);
+            assert!(outcome
+                .log
+                .unwrap()
+                .text
+                .contains(&format!(r#""reason":"{}","detail":"why""#, reason.as_str())));
+            assert_eq!(outcome.reply.unwrap().body, format!("loopback-guard: denied: {}\n", reason.as_str()));
+        }
+    }
+
+    #[test_case]
+    fn a_bad_configuration_is_one_error_line() {
+        let error = Engine::configure(br#"{"mode":"strict"}"#, None, &FakeHost::default()).unwrap_err();
+        assert_eq!(error.level, Level::Error);
+        assert!(error.text.starts_with("loopback-guard: ") && error.text.contains("mode"), "{}", error.text);
+    }
+}

@@ -1,0 +1,180 @@
+//! The proxy-wasm ABI calls the filter makes per request, declared here because proxy-wasm
+//! 0.2.5's wrappers panic on any status they do not expect (hostcalls.rs: `set_property`,
+//! `send_http_response`, `increment_metric`, `get_map_value_bytes`, `get_property`,
+//! `get_shared_data`, `set_shared_data`, `get_current_time`), and a panic kills the VM with every
+//! later request on that worker. These return the status instead. (The calls made at configure
+//! time and by the timer, `get_buffer`, `define_metric`, `set_tick_period`, still use the SDK.)
+#![allow(unsafe_code)] // The ABI is a C interface: calling it is unsafe by definition.
+
+use std::ptr::{null, null_mut};
+
+use loopback_guard_core::host::HostError;
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    #[allow(clippy::too_many_arguments)]
+    fn proxy_send_local_response(
+        status_code: u32,
+        details: *const u8,
+        details_size: usize,
+        body: *const u8,
+        body_size: usize,
+        headers: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *mut *mut u8,
+        value_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_property(
+        path: *const u8,
+        path_size: usize,
+        value: *mut *mut u8,
+        value_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_shared_data(
+        key: *const u8,
+        key_size: usize,
+        value: *mut *mut u8,
+        value_size: *mut usize,
+        cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+    fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
+}
+
+const OK: u32 = 0;
+const NOT_FOUND: u32 = 1;
+const CAS_MISMATCH: u32 = 8;
+const REQUEST_HEADERS: u32 = 0;
+
+/// `Ok` for status 0, any other status as an error naming the call.
+pub fn status(call: &str, status: u32) -> Result<(), HostError> {
+    match status {
+        OK => Ok(()),
+        other => Err(HostError(format!("{call}: status {other}"))),
+    }
+}
+
+/// A value the host returns in memory it allocated through the module's allocator (which the
+/// SDK exports as `proxy_on_memory_allocate`): `None` for status NotFound.
+fn returned(code: u32, data: *mut u8, size: usize) -> Result<Option<Vec<u8>>, u32> {
+    match code {
+        NOT_FOUND => return Ok(None),
+        OK => {}
+        other => return Err(other),
+    }
+    if data.is_null() {
+        return Ok(Some(Vec::new()));
+    }
+    // SAFETY: the host allocated `size` bytes at `data` with the module's allocator and hands
+    // them over; nothing else refers to them.
+    Ok(Some(unsafe { Vec::from_raw_parts(data, size, size) }))
+}
+
+pub fn set_property(path: &str, value: &[u8]) -> Result<(), HostError> {
+    // SAFETY: both buffers outlive the call, which only reads them.
+    let code = unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) };
+    status("set_property", code)
+}
+
+pub fn increment_metric(id: u32) -> Result<(), HostError> {
+    // SAFETY: no pointers.
+    status("increment_metric", unsafe { proxy_increment_metric(id, 1) })
+}
+
+pub fn send_local_response(code: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError> {
+    let headers = serialize_map(headers);
+    // SAFETY: every buffer outlives the call, which only reads them.
+    let code = unsafe {
+        proxy_send_local_response(
+            code,
+            null(),
+            0,
+            body.as_ptr(),
+            body.len(),
+            headers.as_ptr(),
+            headers.len(),
+            -1,
+        )
+    };
+    status("send_local_response", code)
+}
+
+pub fn request_header(name: &str) -> Result<Option<Vec<u8>>, HostError> {
+    let (mut data, mut size) = (null_mut(), 0);
+    // SAFETY: the key outlives the call; the host writes the two out-parameters.
+    let code = unsafe {
+        proxy_get_header_map_value(REQUEST_HEADERS, name.as_ptr(), name.len(), &mut data, &mut size)
+    };
+    returned(code, data, size).map_err(|code| HostError(format!("request header {name}: status {code}")))
+}
+
+pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+    let serialized = path.join("\0");
+    let (mut data, mut size) = (null_mut(), 0);
+    // SAFETY: the path outlives the call; the host writes the two out-parameters.
+    let code = unsafe { proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) };
+    returned(code, data, size)
+        .map_err(|code| HostError(format!("get_property {}: status {code}", path.join("."))))
+}
+
+/// A shared value and its compare-and-swap token (0: none).
+pub fn shared_data(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+    let (mut data, mut size, mut cas) = (null_mut(), 0, 0);
+    // SAFETY: the key outlives the call; the host writes the three out-parameters.
+    let code = unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    let value =
+        returned(code, data, size).map_err(|code| HostError(format!("shared data {key}: status {code}")))?;
+    Ok((value, (cas != 0).then_some(cas)))
+}
+
+/// Stores a shared value if its token is still `cas`; `Ok(false)` when another worker was first.
+pub fn set_shared_data(key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, HostError> {
+    // SAFETY: both buffers outlive the call, which only reads them.
+    let code = unsafe {
+        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas.unwrap_or(0))
+    };
+    match code {
+        CAS_MISMATCH => Ok(false),
+        code => status(&format!("setting shared data {key}"), code).map(|()| true),
+    }
+}
+
+/// The proxy's clock, in nanoseconds since the Unix epoch.
+pub fn now_nanos() -> Result<u64, HostError> {
+    let mut time = 0;
+    // SAFETY: the host writes the out-parameter.
+    let code = unsafe { proxy_get_current_time_nanoseconds(&mut time) };
+    status("clock", code).map(|()| time)
+}
+
+/// The ABI's header map: the count, each name's and value's length, then each NUL-terminated.
+pub fn serialize_map(map: &[(&str, &str)]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let length = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    bytes.extend_from_slice(&length(map.len()));
+    for (name, value) in map {
+        bytes.extend_from_slice(&length(name.len()));
+        bytes.extend_from_slice(&length(value.len()));
+    }
+    for (name, value) in map {
+        for part in [name, value] {
+            bytes.extend_from_slice(part.as_bytes());
+            bytes.push(0);
+        }
+    }
+    bytes
+}

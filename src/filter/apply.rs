@@ -1,0 +1,101 @@
+//! Applies the core's answers: what happens at configure time, per request and on the timer.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use loopback_guard_core::config::TRUST_DOMAIN_ENV;
+use loopback_guard_core::decision::Reason;
+use loopback_guard_core::engine::{Counter, Engine, Level, Notice, Outcome};
+use loopback_guard_core::host::Host;
+
+use super::Writes;
+
+/// What every HTTP context of one configuration shares (one VM is one thread: no locks).
+pub struct Shared {
+    pub engine: RefCell<Engine>,
+}
+
+/// The ids of the proxy's counters.
+#[derive(Clone, Default)]
+pub struct Counters(HashMap<Counter, u32>);
+
+impl Counters {
+    /// Defines every counter up front, so all of them show in stats from the start.
+    pub fn define(writes: &impl Writes) -> Self {
+        let mut ids = HashMap::new();
+        for counter in Counter::all() {
+            let name = counter.name();
+            match writes.define_counter(&name) {
+                Ok(id) => {
+                    ids.insert(counter, id);
+                }
+                Err(e) => writes.log(&Notice::new(
+                    Level::Error,
+                    format!("loopback-guard: cannot define counter {name}: {e}"),
+                )),
+            }
+        }
+        Self(ids)
+    }
+}
+
+/// The engine for a plugin configuration, or `None` (after logging why) to refuse it.
+pub fn configure(config: &[u8], host: &impl Host, writes: &impl Writes) -> Option<Engine> {
+    let env_trust_domain = std::env::var(TRUST_DOMAIN_ENV).ok();
+    match Engine::configure(config, env_trust_domain.as_deref(), host) {
+        Ok((engine, notices)) => {
+            notices.iter().for_each(|notice| writes.log(notice));
+            Some(engine)
+        }
+        Err(notice) => {
+            writes.log(&notice);
+            None
+        }
+    }
+}
+
+/// Decides on the request headers and applies the outcome; true if the request goes on.
+pub fn on_request(
+    shared: Option<&Shared>,
+    counters: &Counters,
+    host: &impl Host,
+    writes: &impl Writes,
+) -> bool {
+    let outcome = match shared.map(|shared| shared.engine.try_borrow_mut()) {
+        None => Outcome::refused(Reason::Unconfigured, "the filter has no valid configuration", host),
+        Some(Ok(mut engine)) => engine.handle(host),
+        Some(Err(_)) => Outcome::refused(Reason::EngineBusy, "decision engine busy", host),
+    };
+    apply(&outcome, counters, writes)
+}
+
+/// Writes the summary of held-back decision lines, if one is due.
+pub fn on_tick(shared: &Shared, now_ms: u64, writes: &impl Writes) {
+    let summary = shared.engine.try_borrow_mut().ok().and_then(|mut engine| engine.summary(now_ms));
+    if let Some(line) = summary {
+        writes.log(&line);
+    }
+}
+
+fn apply(outcome: &Outcome, counters: &Counters, writes: &impl Writes) -> bool {
+    outcome.notices.iter().for_each(|notice| writes.log(notice));
+    for counter in &outcome.counters {
+        if let Some(id) = counters.0.get(counter) {
+            // A failed increment loses one count; it must not fail the request.
+            let _ = writes.increment(*id);
+        }
+    }
+    if let Some(line) = &outcome.log {
+        writes.log(line);
+    }
+    for (key, value) in outcome.filter_state {
+        // Without it the access log lacks two fields; the decision stands.
+        let _ = writes.set_filter_state(key, value);
+    }
+    if let Some(reply) = &outcome.reply {
+        if let Err(e) = writes.send_reply(reply) {
+            writes.log(&Notice::new(Level::Error, format!("loopback-guard: cannot send the 403 reply: {e}")));
+        }
+    }
+    outcome.proceeds()
+}
