@@ -371,7 +371,7 @@ fn config_validate_says_what_envoy_would() {
             1,
             vec![
                 "(document 1: WasmPlugin demo/ok, spec.pluginConfig): valid: mode=audit",
-                "(document 2: TrafficExtension demo/bad, spec.wasm.pluginConfig): loopback-guard: invalid configuration: require_loopback: must be true or false, not a string",
+                "(document 2: TrafficExtension demo/bad, spec.wasm.pluginConfig): loopback-guard: invalid configuration: require_loopback: invalid type: string \"yes\", expected a boolean",
             ],
         ),
     ];
