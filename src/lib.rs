@@ -3,6 +3,7 @@
 //!
 //! The rules live in `loopback-guard-core`; this crate is the glue to Envoy (`filter`).
 
+mod abi;
 mod filter;
 
 proxy_wasm::main! {{

@@ -315,7 +315,7 @@ fn counters_that_cannot_be_defined_are_reported_and_skipped() {
 
 #[test]
 fn an_unexpected_abi_status_is_an_error_not_a_panic() {
-    use crate::filter::abi::status;
+    use crate::abi::status;
     assert_eq!(status("set_property", 0), Ok(()));
     // The SDK's wrappers panic on each of these (proxy-wasm 0.2.5 hostcalls.rs); ours return them.
     for code in [1, 2, 3, 4, 5, 7, 8, 10, 99] {
@@ -325,7 +325,7 @@ fn an_unexpected_abi_status_is_an_error_not_a_panic() {
 
 #[test]
 fn the_local_reply_headers_are_serialized_as_the_abi_expects() {
-    let bytes = crate::filter::abi::serialize_map(&[("content-type", "text/plain")]);
+    let bytes = crate::abi::serialize_map(&[("content-type", "text/plain")]);
     let mut expected = vec![1, 0, 0, 0, 12, 0, 0, 0, 10, 0, 0, 0];
     expected.extend_from_slice(b"content-type\0text/plain\0");
     assert_eq!(bytes, expected);

@@ -1,4 +1,4 @@
-//! [`Host`] and [`Writes`] over the proxy: per-request calls through `abi.rs`, which returns
+//! [`Host`] and [`Writes`] over the proxy: per-request calls through `crate::abi`, which returns
 //! every status; the configure-time ones through the SDK.
 
 use loopback_guard_core::engine::{Level, Notice, Reply};
@@ -6,7 +6,8 @@ use loopback_guard_core::host::{Host, HostError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
-use super::{abi, Writes};
+use super::Writes;
+use crate::abi;
 
 /// The current request's facts, as Envoy answers them.
 #[derive(Default)]

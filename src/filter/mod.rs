@@ -3,9 +3,8 @@
 //!
 //! Reads go through the core's `Host` trait, writes through [`Writes`], so that [`apply`] runs
 //! natively against a fake host in tests; `host.rs` implements both over the proxy-wasm ABI
-//! (`abi.rs`, which returns errors where the SDK's host calls would panic).
+//! (`crate::abi`, which returns errors where the SDK's host calls would panic).
 
-pub mod abi;
 pub mod apply;
 pub mod host;
 mod http;
