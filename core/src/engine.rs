@@ -8,7 +8,7 @@ use std::hash::{Hash, Hasher};
 use crate::cache::Bounded;
 use crate::config::{LogAllowed, Policy, DEFAULT_LOG_FIELD_MAX_BYTES};
 use crate::decision::{Decision, Guard, Reason, Verdict};
-use crate::host::{property, Host};
+use crate::host::{connection_id, Host};
 use crate::log::{decision_line, RequestLabels};
 use crate::loglimit::LogLimiter;
 
@@ -233,11 +233,6 @@ fn connection_key(decision: &Decision, host: &impl Host) -> Option<u64> {
     }
 }
 
-fn connection_id(host: &impl Host) -> Option<u64> {
-    let raw = host.property(property::CONNECTION_ID).ok().flatten()?;
-    Some(u64::from_le_bytes(raw.try_into().ok()?))
-}
-
 /// The decision's line. Labels are read only for a line that is written: each is a host call;
 /// one that cannot be read is left out.
 fn log_line(decision: &Decision, host: &impl Host, max_field_bytes: usize) -> Notice {
@@ -280,6 +275,7 @@ pub fn summary(policy: &Policy) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::property;
     use crate::test_case;
     use crate::testing::FakeHost;
 
