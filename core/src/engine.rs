@@ -166,6 +166,12 @@ impl Engine {
         Ok((Self { guard, logged_connections: Bounded::new(RECENT_CONNECTIONS), limiter }, notices))
     }
 
+    /// Without the memory of connections: every request decided in full (for comparisons).
+    pub fn without_connection_reuse(mut self) -> Self {
+        self.guard = self.guard.without_connection_reuse();
+        self
+    }
+
     pub fn policy(&self) -> &Policy {
         self.guard.policy()
     }
