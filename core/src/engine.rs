@@ -373,6 +373,28 @@ mod tests {
     }
 
     #[test_case]
+    fn a_warm_allowed_request_reads_the_connection_id_and_the_clock() {
+        use crate::testing::CertBuilder;
+        let cert = CertBuilder::workload("spiffe://cluster.local/ns/shop/sa/app");
+        let request = || {
+            FakeHost::default()
+                .with_property(property::CONNECTION_ID, 9_u64.to_le_bytes())
+                .with_property(property::SOURCE_ADDRESS, "127.0.0.1:40000")
+                .with_property(property::PEER_CERTIFICATE_VALID, [1])
+                .with_property(property::PEER_CERTIFICATE, cert.pem())
+                .with_property(property::PEER_CERTIFICATE_DIGEST, crate::pem::sha256_hex(&cert.der()))
+        };
+        let mut engine = engine("{}");
+        let first = engine.handle(&request());
+        assert!(first.log.is_some(), "the connection's first allowed request is logged");
+        let host = request();
+        let warm = engine.handle(&host);
+        assert_eq!((warm.counters.as_slice(), &warm.log), ([Counter::Allowed].as_slice(), &None));
+        assert_eq!(warm.decision, first.decision);
+        assert_eq!(*host.reads.borrow(), ["connection.id", "clock"]);
+    }
+
+    #[test_case]
     fn a_bad_configuration_is_one_error_line() {
         let error = Engine::configure(br#"{"mode":"strict"}"#, None, &FakeHost::default()).unwrap_err();
         assert_eq!(error.level, Level::Error);
