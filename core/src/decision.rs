@@ -7,10 +7,10 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use crate::cache::{CertCache, Checked};
+use crate::cache::{Bounded, CertCache, Checked};
 use crate::config::{Mode, Policy};
 use crate::engine::{Level, Notice};
-use crate::host::{property, Host, HostError, XFCC_HEADER};
+use crate::host::{connection_id, property, Host, HostError, XFCC_HEADER};
 use crate::identity::SpiffeId;
 use crate::principal::{self, Expected, Source};
 use crate::svid::{SvidError, SvidFacts, TimeError};
@@ -26,6 +26,9 @@ pub const NO_VALIDITY_NOTICE: &str = "this Envoy does not report connection.peer
     (Envoy before 1.39): the filter cannot tell a validated client certificate from one the \
     listener let through unvalidated, so the listener's certificate validation is the only \
     guard of the chain of trust (docs/envoy-versions.md)";
+
+/// How many connections' outcomes each engine remembers (see [`Guard::decide`]).
+pub const CONNECTIONS: usize = 4096;
 
 /// The shared-data key that makes [`NO_VALIDITY_NOTICE`] once per Envoy rather than per worker.
 const NO_VALIDITY_NOTICE_KEY: &str = "loopback_guard.notice.no_validity_property";
@@ -171,6 +174,7 @@ enum Exemption {
 }
 
 /// A failed step: the reason, and a detail when it helps the operator.
+#[derive(Debug, Clone)]
 struct Refusal(Reason, Option<String>);
 
 impl Refusal {
@@ -189,6 +193,38 @@ impl From<HostError> for Refusal {
     }
 }
 
+/// What a connection's first decision found, reused for the connection's later requests.
+#[derive(Debug)]
+struct Connection {
+    source_address: Option<String>,
+    cert_sha256: Option<String>,
+    resumed: bool,
+    outcome: ConnectionOutcome,
+}
+
+#[derive(Debug)]
+enum ConnectionOutcome {
+    /// A step before the clock failed.
+    Refused(Refusal),
+    /// The peer's SVID, and the outcome of the steps after the clock (`None`: admitted).
+    Peer { peer: Rc<SvidFacts>, expected: Option<Rc<SpiffeId>>, after: Option<Refusal> },
+}
+
+/// Whether a refusal before the clock is the connection's for good: not a failed host call,
+/// not a certificate that a later request's XFCC header might supply, not a session that a
+/// later record of its certificate would admit.
+fn lasting(refusal: &Refusal) -> bool {
+    matches!(
+        refusal.0,
+        Reason::NotLoopback
+            | Reason::NoClientCertificate
+            | Reason::CertificateInvalid
+            | Reason::SvidUriSanCount
+            | Reason::SvidBadSpiffeId
+            | Reason::SvidNotLeaf
+    )
+}
+
 /// The decision engine of one plugin configuration, with its certificate cache.
 #[derive(Debug)]
 pub struct Guard {
@@ -200,6 +236,8 @@ pub struct Guard {
     local_notice_given: bool,
     validated: Validated,
     validity_notice_considered: bool,
+    /// Outcomes by connection id: every fact but the path and the clock is the connection's.
+    connections: Bounded<u64, Rc<Connection>>,
 }
 
 impl Guard {
@@ -221,7 +259,14 @@ impl Guard {
             local_notice_given: false,
             validated: Validated::default(),
             validity_notice_considered: false,
+            connections: Bounded::new(CONNECTIONS),
         }
+    }
+
+    /// Without the memory of connections: every request decided in full (for comparisons).
+    pub fn without_connection_reuse(mut self) -> Self {
+        self.connections = Bounded::new(0);
+        self
     }
 
     pub fn policy(&self) -> &Policy {
@@ -264,22 +309,100 @@ impl Guard {
             Exemption::NotAProbe(why) => facts.not_a_probe = Some(why),
             Exemption::NotExempt => {}
         }
-        facts.source_address = step!(source_address(host));
-        if self.policy.require_loopback {
-            step!(check_loopback(facts.source_address.as_deref()));
+        // The rest is the connection's but for the clock: decided on its first request, reused
+        // on the later ones. Without a readable id, every request is decided in full.
+        let id = connection_id(host);
+        if let Some(connection) = id.and_then(|id| self.connections.get(&id)) {
+            return self.reuse(&connection, facts, host);
         }
-        let (digest, resumed) = step!(self.presented_certificate(host));
+        let peer = match self.connection_steps(host, &mut facts) {
+            Ok(peer) => peer,
+            Err(refusal) => {
+                if lasting(&refusal) {
+                    self.remember(id, &facts, ConnectionOutcome::Refused(refusal.clone()));
+                }
+                return self.refused(refusal, facts);
+            }
+        };
+        step!(validity_window(&peer, host));
+        let after = self.principal_steps(host, &peer, &mut facts);
+        if let Ok(()) | Err(Refusal(Reason::PrincipalMismatch, _)) = after {
+            let expected = facts.expected.clone();
+            let outcome = ConnectionOutcome::Peer { peer, expected, after: after.clone().err() };
+            self.remember(id, &facts, outcome);
+        }
+        match after {
+            Ok(()) => self.conclude(Reason::Ok, facts),
+            Err(refusal) => self.refused(refusal, facts),
+        }
+    }
+
+    /// Steps 2 to 5 but the clock: the connection's peer address and certificate.
+    fn connection_steps(&mut self, host: &impl Host, facts: &mut Facts) -> Result<Rc<SvidFacts>, Refusal> {
+        facts.source_address = source_address(host)?;
+        if self.policy.require_loopback {
+            check_loopback(facts.source_address.as_deref())?;
+        }
+        let (digest, resumed) = self.presented_certificate(host)?;
         facts.resumed = resumed;
         facts.cert_sha256 = digest.clone();
-        let peer = step!(self.svid(host, digest));
+        let peer = self.svid(host, digest)?;
         facts.peer = Some(Rc::clone(&peer));
-        step!(validity_window(&peer, host));
-        let expected = step!(self.expected_principal(host));
+        Ok(peer)
+    }
+
+    /// Steps 6 and 7: the pod's own principal, and the peer's against it.
+    fn principal_steps(
+        &mut self,
+        host: &impl Host,
+        peer: &SvidFacts,
+        facts: &mut Facts,
+    ) -> Result<(), Refusal> {
+        let expected = self.expected_principal(host)?;
         facts.expected = Some(Rc::clone(&expected));
         if peer.spiffe_id != *expected && !self.policy.allowed_principals.contains(&peer.spiffe_id) {
-            return self.refused(Refusal::bare(Reason::PrincipalMismatch), facts);
+            return Err(Refusal::bare(Reason::PrincipalMismatch));
         }
-        self.conclude(Reason::Ok, facts)
+        Ok(())
+    }
+
+    /// Keeps a connection's outcome, unless its address may be a request's: port 0 is one the
+    /// connection manager rebuilt from a header, which may differ on the next request.
+    fn remember(&mut self, id: Option<u64>, facts: &Facts, outcome: ConnectionOutcome) {
+        let Some(id) = id else { return };
+        match facts.source_address.as_deref() {
+            Some(address) if !address.ends_with(":0") => {}
+            _ => return,
+        }
+        let connection = Connection {
+            source_address: facts.source_address.clone(),
+            cert_sha256: facts.cert_sha256.clone(),
+            resumed: facts.resumed,
+            outcome,
+        };
+        self.connections.insert(id, Rc::new(connection));
+    }
+
+    /// A later request of a known connection: its outcome, with the validity window checked
+    /// against the clock again, as a full decision would.
+    fn reuse(&self, connection: &Connection, mut facts: Facts, host: &impl Host) -> Decision {
+        facts.source_address = connection.source_address.clone();
+        facts.cert_sha256 = connection.cert_sha256.clone();
+        facts.resumed = connection.resumed;
+        match &connection.outcome {
+            ConnectionOutcome::Refused(refusal) => self.refused(refusal.clone(), facts),
+            ConnectionOutcome::Peer { peer, expected, after } => {
+                facts.peer = Some(Rc::clone(peer));
+                if let Err(refusal) = validity_window(peer, host) {
+                    return self.refused(refusal, facts);
+                }
+                facts.expected = expected.clone();
+                match after {
+                    None => self.conclude(Reason::Ok, facts),
+                    Some(refusal) => self.refused(refusal.clone(), facts),
+                }
+            }
+        }
     }
 
     fn conclude(&self, reason: Reason, facts: Facts) -> Decision {
@@ -1118,21 +1241,58 @@ mod tests {
         assert!(!warm.reads.borrow().iter().any(|r| r.contains("shared")), "{:?}", warm.reads.borrow());
     }
 
+    fn on_connection(host: FakeHost, id: u64) -> FakeHost {
+        host.with_property(property::CONNECTION_ID, id.to_le_bytes())
+    }
+
     #[test_case]
-    fn a_warm_request_costs_three_property_reads_and_the_clock() {
+    fn a_warm_request_reads_the_connection_id_and_the_clock() {
         let mut guard = guard("{}");
-        guard.decide(&request(&app()));
-        let host = request(&app());
+        let first = on_connection(request(&app()), 7);
+        assert_eq!(guard.decide(&first).reason, Reason::Ok);
+        let host = on_connection(request(&app()), 7);
+        let decision = guard.decide(&host);
+        assert_eq!(decision, guard.decide(&first), "the same decision as the first request's");
+        assert_eq!(*host.reads.borrow(), ["connection.id", "clock"]);
+        // With exempt paths the path comes first, as it is the request's.
+        let mut guard = super::tests::guard(r#"{"exempt_paths":["/healthz"]}"#);
+        guard.decide(&on_connection(request(&app()), 7).with_header(":path", "/"));
+        let host = on_connection(request(&app()), 7).with_header(":path", "/orders");
         assert_eq!(guard.decide(&host).reason, Reason::Ok);
-        assert_eq!(
-            *host.reads.borrow(),
-            [
-                "source.address",
-                "connection.sha256_peer_certificate_digest",
-                "connection.peer_certificate_valid",
-                "clock"
-            ]
+        assert_eq!(*host.reads.borrow(), ["header :path", "connection.id", "clock"]);
+    }
+
+    #[test_case]
+    fn a_connection_is_decided_once_but_its_clock_on_every_request() {
+        let mut guard = guard(r#"{"mode":"audit"}"#);
+        let cert = app().validity(0, NOW);
+        assert_eq!(guard.decide(&on_connection(request(&cert), 1)).reason, Reason::Ok);
+        let expired = guard.decide(&on_connection(request(&cert), 1).at(NOW + 1));
+        assert_eq!((expired.verdict, expired.reason), (Verdict::WouldDeny, Reason::SvidExpired));
+        assert_eq!(expired, guard.without_connection_reuse().decide(&request(&cert).at(NOW + 1)));
+        // A refusal of the connection is reused too; one a later request may not share is not.
+        let mut guard = super::tests::guard("{}");
+        let rogue = on_connection(request(&app().uri(ROGUE)), 2);
+        assert_eq!(guard.decide(&rogue).reason, Reason::SvidUriSanCount);
+        let host = on_connection(FakeHost::default(), 2);
+        assert_eq!(guard.decide(&host).reason, Reason::SvidUriSanCount);
+        assert_eq!(*host.reads.borrow(), ["connection.id"]);
+        let failing = on_connection(request(&app()), 3).with_failing_property(property::SOURCE_ADDRESS);
+        assert_eq!(guard.decide(&failing).reason, Reason::HostError);
+        assert_eq!(guard.decide(&on_connection(request(&app()), 3)).reason, Reason::Ok, "decided again");
+        let forwarded =
+            on_connection(request(&app()), 4).with_property(property::SOURCE_ADDRESS, "127.0.0.1:0");
+        assert_eq!(guard.decide(&forwarded).reason, Reason::SourceAddressForwarded);
+        let host = on_connection(request(&app()), 4).with_property(property::SOURCE_ADDRESS, "127.0.0.1:0");
+        guard.decide(&host);
+        assert!(
+            host.reads.borrow().iter().any(|r| r == "source.address"),
+            "a header's address: decided again"
         );
+        // Without a readable id: decided in full.
+        let host = request(&app()).with_failing_property(property::CONNECTION_ID);
+        assert_eq!(guard.decide(&host).reason, Reason::Ok);
+        assert!(host.reads.borrow().iter().any(|r| r == "source.address"));
     }
 
     #[test_case]

@@ -8,7 +8,7 @@ use std::hash::{Hash, Hasher};
 use crate::cache::Bounded;
 use crate::config::{LogAllowed, Policy, DEFAULT_LOG_FIELD_MAX_BYTES};
 use crate::decision::{Decision, Guard, Reason, Verdict};
-use crate::host::{property, Host};
+use crate::host::{connection_id, Host};
 use crate::log::{decision_line, RequestLabels};
 use crate::loglimit::LogLimiter;
 
@@ -166,6 +166,12 @@ impl Engine {
         Ok((Self { guard, logged_connections: Bounded::new(RECENT_CONNECTIONS), limiter }, notices))
     }
 
+    /// Without the memory of connections: every request decided in full (for comparisons).
+    pub fn without_connection_reuse(mut self) -> Self {
+        self.guard = self.guard.without_connection_reuse();
+        self
+    }
+
     pub fn policy(&self) -> &Policy {
         self.guard.policy()
     }
@@ -233,11 +239,6 @@ fn connection_key(decision: &Decision, host: &impl Host) -> Option<u64> {
     }
 }
 
-fn connection_id(host: &impl Host) -> Option<u64> {
-    let raw = host.property(property::CONNECTION_ID).ok().flatten()?;
-    Some(u64::from_le_bytes(raw.try_into().ok()?))
-}
-
 /// The decision's line. Labels are read only for a line that is written: each is a host call;
 /// one that cannot be read is left out.
 fn log_line(decision: &Decision, host: &impl Host, max_field_bytes: usize) -> Notice {
@@ -280,6 +281,7 @@ pub fn summary(policy: &Policy) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::property;
     use crate::test_case;
     use crate::testing::FakeHost;
 
@@ -368,6 +370,28 @@ mod tests {
                 .contains(&format!(r#""reason":"{}","detail":"why""#, reason.as_str())));
             assert_eq!(outcome.reply.unwrap().body, format!("loopback-guard: denied: {}\n", reason.as_str()));
         }
+    }
+
+    #[test_case]
+    fn a_warm_allowed_request_reads_the_connection_id_and_the_clock() {
+        use crate::testing::CertBuilder;
+        let cert = CertBuilder::workload("spiffe://cluster.local/ns/shop/sa/app");
+        let request = || {
+            FakeHost::default()
+                .with_property(property::CONNECTION_ID, 9_u64.to_le_bytes())
+                .with_property(property::SOURCE_ADDRESS, "127.0.0.1:40000")
+                .with_property(property::PEER_CERTIFICATE_VALID, [1])
+                .with_property(property::PEER_CERTIFICATE, cert.pem())
+                .with_property(property::PEER_CERTIFICATE_DIGEST, crate::pem::sha256_hex(&cert.der()))
+        };
+        let mut engine = engine("{}");
+        let first = engine.handle(&request());
+        assert!(first.log.is_some(), "the connection's first allowed request is logged");
+        let host = request();
+        let warm = engine.handle(&host);
+        assert_eq!((warm.counters.as_slice(), &warm.log), ([Counter::Allowed].as_slice(), &None));
+        assert_eq!(warm.decision, first.decision);
+        assert_eq!(*host.reads.borrow(), ["connection.id", "clock"]);
     }
 
     #[test_case]

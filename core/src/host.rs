@@ -48,6 +48,14 @@ impl fmt::Display for HostError {
 
 impl std::error::Error for HostError {}
 
+/// The connection's id, where the host has one: Envoy numbers connections from one counter for
+/// the whole process, so an id names one connection for the life of the proxy. Missing,
+/// unreadable or malformed: `None`.
+pub fn connection_id(host: &impl Host) -> Option<u64> {
+    let raw = host.property(property::CONNECTION_ID).ok().flatten()?;
+    Some(u64::from_le_bytes(raw.try_into().ok()?))
+}
+
 /// Envoy attribute paths (see Envoy's "Attributes" documentation).
 pub mod property {
     /// The downstream peer: the TCP peer, unless the connection manager rebuilt it from

@@ -24,6 +24,8 @@ pub mod xfcc;
 #[cfg(test)]
 mod conformance;
 #[cfg(any(test, feature = "testing"))]
+pub mod differential;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 // One test attribute for both test runs: libtest natively, wasm-bindgen-test on wasm32.
