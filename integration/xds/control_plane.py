@@ -376,6 +376,10 @@ def handle(command, istiod):
             module = command.get("module") if state == "module" else None
             served[server.served_name] = agent_rewrite(server.served_name, wasm, module)
         with STATE.lock:
+            if STATE.resources.get(ECDS) != served:
+                # The push of this change gets a new nonce once the stream sends it; until then
+                # `wait_ecds` must not take Envoy's answer to the previous push for this one's.
+                STATE.ecds_push = None
             STATE.resources[ECDS] = served
             requested = set(STATE.subscribed.get(ECDS, []))
         STATE.notify()
