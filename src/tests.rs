@@ -72,7 +72,7 @@ impl Writes for FakeProxy {
 
     fn send_reply(&self, reply: &Reply) -> Result<(), HostError> {
         self.fail()?;
-        self.replies.borrow_mut().push(reply.clone());
+        self.replies.borrow_mut().push(*reply);
         Ok(())
     }
 }
@@ -147,7 +147,7 @@ fn configuring_says_where_the_principal_comes_from_and_what_is_configured() {
 
 #[test]
 fn log_allowed_all_writes_every_allowed_line() {
-    let (shared, counters, proxy) = setup(r#"{"log_allowed":"all"}"#);
+    let (shared, counters, proxy) = setup(r#"{"log_allowed":"all","filter_state":true}"#);
     for _ in 0..3 {
         assert!(on_request(Some(&shared), &counters, &request(40000), &proxy));
     }
@@ -166,6 +166,7 @@ fn log_allowed_none_writes_no_allowed_line_but_counts() {
     assert!(on_request(Some(&shared), &counters, &request(40000), &proxy));
     assert!(proxy.decision_lines().is_empty());
     assert_eq!(*proxy.increments.borrow(), vec!["loopback_guard.allowed"]);
+    assert!(state(&proxy).is_empty(), "filter state only when asked for");
     assert!(!on_request(Some(&shared), &counters, &no_certificate(), &proxy), "denials are still logged");
     assert_eq!(proxy.decision_lines().len(), 1);
 }
@@ -198,7 +199,7 @@ fn log_allowed_first_per_connection_writes_one_line_per_connection() {
 
 #[test]
 fn a_denial_is_logged_counted_recorded_and_answered_403() {
-    let (shared, counters, proxy) = setup("{}");
+    let (shared, counters, proxy) = setup(r#"{"filter_state":true}"#);
     assert!(!on_request(Some(&shared), &counters, &no_certificate(), &proxy));
     let lines = proxy.decision_lines();
     assert_eq!(
@@ -210,7 +211,7 @@ fn a_denial_is_logged_counted_recorded_and_answered_403() {
     assert_eq!(state(&proxy), pair("deny", "no_client_certificate"));
     let replies = proxy.replies.borrow();
     assert_eq!(replies[0].status, 403);
-    assert_eq!(replies[0].headers, vec![("content-type", "text/plain; charset=utf-8")]);
+    assert_eq!(replies[0].headers, [("content-type", "text/plain; charset=utf-8")]);
     assert_eq!(replies[0].body, "loopback-guard: denied: no_client_certificate\n");
 }
 
@@ -235,7 +236,7 @@ fn denials_beyond_the_limit_are_counted_as_held_back_and_summarised() {
 
 #[test]
 fn audit_mode_lets_the_request_on_without_a_reply() {
-    let (shared, counters, proxy) = setup(r#"{"mode":"audit"}"#);
+    let (shared, counters, proxy) = setup(r#"{"mode":"audit","filter_state":true}"#);
     assert!(on_request(Some(&shared), &counters, &no_certificate(), &proxy));
     assert_eq!(proxy.decision_lines()[0]["decision"], "would_deny");
     assert_eq!(*proxy.increments.borrow(), vec!["loopback_guard.would_deny"]);

@@ -115,6 +115,9 @@ pub struct Policy {
     pub log_lines_per_second: u32,
     /// How often a worker writes a summary of the lines it held back.
     pub log_summary_seconds: u32,
+    /// Set `loopback_guard.decision` and `.reason` in the stream's filter state (for the access
+    /// log): two host calls per request, so only when asked for.
+    pub filter_state: bool,
 }
 
 /// A configuration field that is missing, unknown or wrong.
@@ -192,6 +195,8 @@ struct Raw {
     log_lines_per_second: Option<u64>,
     #[serde(default, deserialize_with = "present")]
     log_summary_seconds: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    filter_state: Option<bool>,
 }
 
 /// A field that is there is read as given: `null` is refused rather than read as absent.
@@ -289,6 +294,7 @@ impl Raw {
                 LOG_SUMMARY_SECONDS_RANGE,
             )?
             .unwrap_or(DEFAULT_LOG_SUMMARY_SECONDS),
+            filter_state: self.filter_state.unwrap_or(false),
         })
     }
 }
@@ -394,6 +400,7 @@ mod tests {
             assert_eq!(p.log_field_max_bytes, DEFAULT_LOG_FIELD_MAX_BYTES);
             assert_eq!(p.log_lines_per_second, DEFAULT_LOG_LINES_PER_SECOND);
             assert_eq!(p.log_summary_seconds, DEFAULT_LOG_SUMMARY_SECONDS);
+            assert!(!p.filter_state);
         }
     }
 
@@ -404,7 +411,8 @@ mod tests {
                 "trust_domain":"example.org","allowed_principals":["spiffe://td/ns/a/sa/c"],
                 "exempt_paths":["/healthz"],"require_loopback":false,"log_allowed":"all",
                 "certificate_cache_size":0,"exempt_authorities":["Health.Local:8080"],
-                "log_field_max_bytes":64,"log_lines_per_second":2,"log_summary_seconds":60}"#,
+                "log_field_max_bytes":64,"log_lines_per_second":2,"log_summary_seconds":60,
+                "filter_state":true}"#,
         )
         .unwrap();
         assert_eq!(p.mode, Mode::Audit);
@@ -418,6 +426,7 @@ mod tests {
         assert_eq!(p.certificate_cache_size, 0);
         assert_eq!(p.exempt_authorities, ["health.local:8080"]);
         assert_eq!((p.log_field_max_bytes, p.log_lines_per_second, p.log_summary_seconds), (64, 2, 60));
+        assert!(p.filter_state);
     }
 
     #[test_case]

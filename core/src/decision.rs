@@ -68,6 +68,13 @@ macro_rules! reasons {
                     $(Self::$variant => $name,)*
                 }
             }
+
+            /// The body of the 403 that denies for this reason, built at compile time.
+            pub fn reply_body(self) -> &'static str {
+                match self {
+                    $(Self::$variant => concat!("loopback-guard: denied: ", $name, "\n"),)*
+                }
+            }
         }
     };
 }
@@ -120,8 +127,8 @@ pub struct Decision {
     pub detail: Option<String>,
     pub peer_principal: Option<Rc<SvidFacts>>,
     pub expected_principal: Option<Rc<SpiffeId>>,
-    pub source_address: Option<String>,
-    pub cert_sha256: Option<String>,
+    pub source_address: Option<Rc<str>>,
+    pub cert_sha256: Option<Rc<str>>,
 }
 
 impl Decision {
@@ -147,8 +154,8 @@ struct Facts {
     resumed: bool,
     peer: Option<Rc<SvidFacts>>,
     expected: Option<Rc<SpiffeId>>,
-    source_address: Option<String>,
-    cert_sha256: Option<String>,
+    source_address: Option<Rc<str>>,
+    cert_sha256: Option<Rc<str>>,
 }
 
 impl Facts {
@@ -196,8 +203,8 @@ impl From<HostError> for Refusal {
 /// What a connection's first decision found, reused for the connection's later requests.
 #[derive(Debug)]
 struct Connection {
-    source_address: Option<String>,
-    cert_sha256: Option<String>,
+    source_address: Option<Rc<str>>,
+    cert_sha256: Option<Rc<str>>,
     resumed: bool,
     outcome: ConnectionOutcome,
 }
@@ -339,13 +346,13 @@ impl Guard {
 
     /// Steps 2 to 5 but the clock: the connection's peer address and certificate.
     fn connection_steps(&mut self, host: &impl Host, facts: &mut Facts) -> Result<Rc<SvidFacts>, Refusal> {
-        facts.source_address = source_address(host)?;
+        facts.source_address = source_address(host)?.map(Rc::from);
         if self.policy.require_loopback {
             check_loopback(facts.source_address.as_deref())?;
         }
         let (digest, resumed) = self.presented_certificate(host)?;
         facts.resumed = resumed;
-        facts.cert_sha256 = digest.clone();
+        facts.cert_sha256 = digest.as_deref().map(Rc::from);
         let peer = self.svid(host, digest)?;
         facts.peer = Some(Rc::clone(&peer));
         Ok(peer)
@@ -1022,7 +1029,7 @@ mod tests {
         assert_eq!(decision.peer_principal.unwrap().spiffe_id.as_str(), ROGUE);
         assert_eq!(decision.expected_principal.unwrap().as_str(), APP);
         assert_eq!(decision.source_address.as_deref(), Some("127.0.0.1:40000"));
-        assert_eq!(decision.cert_sha256, Some(pem::sha256_hex(&cert.der())));
+        assert_eq!(decision.cert_sha256.as_deref(), Some(pem::sha256_hex(&cert.der()).as_str()));
         assert!(guard.take_notice().unwrap().contains("node_metadata"));
         assert_eq!(guard.take_notice(), None, "said once");
     }

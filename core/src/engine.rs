@@ -81,33 +81,37 @@ impl Counter {
     }
 }
 
-/// The local reply that ends a denied request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The headers of every 403 the filter sends.
+pub const REPLY_HEADERS: &[(&str, &str)] = &[("content-type", "text/plain; charset=utf-8")];
+
+/// The local reply that ends a denied request: all of it fixed at compile time, so a flood of
+/// denials formats nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reply {
     pub status: u32,
-    pub headers: Vec<(&'static str, &'static str)>,
-    pub body: String,
+    pub headers: &'static [(&'static str, &'static str)],
+    pub body: &'static str,
 }
 
 impl Reply {
     fn denied(reason: Reason) -> Self {
-        Self {
-            status: 403,
-            headers: vec![("content-type", "text/plain; charset=utf-8")],
-            body: format!("loopback-guard: denied: {}\n", reason.as_str()),
-        }
+        Self { status: 403, headers: REPLY_HEADERS, body: reason.reply_body() }
     }
 }
 
-/// Everything the glue does for one request, in this order: log `notices`, bump `counters`,
+/// Everything the glue does for one request, in this order: log `notices`, bump the counters,
 /// write `log`, set `filter_state`, send `reply`; then continue only if [`Outcome::proceeds`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub decision: Decision,
     pub notices: Vec<Notice>,
-    pub counters: Vec<Counter>,
+    /// The decision's counter.
+    pub counter: Counter,
+    /// Whether the limiter held the decision's line back ([`Counter::LogHeldBack`]).
+    pub held_back: bool,
     pub log: Option<Notice>,
-    pub filter_state: [(&'static str, &'static str); 2],
+    /// The access log's two filter state keys, only when `filter_state` asks for them.
+    pub filter_state: Option<[(&'static str, &'static str); 2]>,
     pub reply: Option<Reply>,
 }
 
@@ -116,18 +120,28 @@ impl Outcome {
     pub fn refused(reason: Reason, detail: &str, host: &impl Host) -> Self {
         let decision = Decision::deny(reason, detail);
         let log = Some(log_line(&decision, host, DEFAULT_LOG_FIELD_MAX_BYTES));
-        Self::new(decision, Vec::new(), log, false)
+        // No configuration says whether filter state is wanted: these rare denials always set it,
+        // so an access log that reads it tells them apart.
+        Self::new(decision, Vec::new(), log, false, true)
     }
 
-    fn new(decision: Decision, notices: Vec<Notice>, log: Option<Notice>, held_back: bool) -> Self {
-        let mut counters = vec![Counter::of(&decision)];
-        if held_back {
-            counters.push(Counter::LogHeldBack);
-        }
+    fn new(
+        decision: Decision,
+        notices: Vec<Notice>,
+        log: Option<Notice>,
+        held_back: bool,
+        filter_state: bool,
+    ) -> Self {
+        let counter = Counter::of(&decision);
         let reply = (decision.verdict == Verdict::Deny).then(|| Reply::denied(decision.reason));
-        let filter_state =
-            [(DECISION_STATE, decision.verdict.as_str()), (REASON_STATE, decision.reason.as_str())];
-        Self { decision, notices, counters, log, filter_state, reply }
+        let filter_state = filter_state
+            .then(|| [(DECISION_STATE, decision.verdict.as_str()), (REASON_STATE, decision.reason.as_str())]);
+        Self { decision, notices, counter, held_back, log, filter_state, reply }
+    }
+
+    /// Every counter to bump: the decision's, then [`Counter::LogHeldBack`] if the line was held.
+    pub fn counters(&self) -> impl Iterator<Item = Counter> {
+        std::iter::once(self.counter).chain(self.held_back.then_some(Counter::LogHeldBack))
     }
 
     /// Whether the request goes on; never after a deny, even if the reply could not be sent.
@@ -188,7 +202,7 @@ impl Engine {
         let wanted = self.wanted(&decision, host);
         let written = wanted && (!unauthenticated(&decision) || self.within_limit(&decision, host));
         let log = written.then(|| log_line(&decision, host, self.policy().log_field_max_bytes));
-        Outcome::new(decision, notices, log, wanted && !written)
+        Outcome::new(decision, notices, log, wanted && !written, self.policy().filter_state)
     }
 
     /// The summary of held-back decision lines, if one is due.
@@ -262,7 +276,7 @@ pub fn summary(policy: &Policy) -> String {
     format!(
         "mode={} principal_source={} trust_domain={} allowed_principals={} exempt_paths={:?} \
          exempt_authorities={:?} require_loopback={} log_allowed={} certificate_cache_size={} \
-         log_field_max_bytes={} log_lines_per_second={} log_summary_seconds={}",
+         log_field_max_bytes={} log_lines_per_second={} log_summary_seconds={} filter_state={}",
         policy.mode.as_str(),
         policy.principal_source.as_str(),
         policy.trust_domain.as_str(),
@@ -274,7 +288,8 @@ pub fn summary(policy: &Policy) -> String {
         policy.certificate_cache_size,
         policy.log_field_max_bytes,
         policy.log_lines_per_second,
-        policy.log_summary_seconds
+        policy.log_summary_seconds,
+        policy.filter_state
     )
 }
 
@@ -321,13 +336,11 @@ mod tests {
     fn a_denial_is_counted_logged_recorded_and_answered() {
         let outcome = engine("{}").handle(&anonymous(40000));
         assert!(!outcome.proceeds());
-        assert_eq!(outcome.counters, [Counter::Denied(Reason::NoClientCertificate)]);
-        assert_eq!(outcome.filter_state, [(DECISION_STATE, "deny"), (REASON_STATE, "no_client_certificate")]);
+        assert_eq!(outcome.counters().collect::<Vec<_>>(), [Counter::Denied(Reason::NoClientCertificate)]);
+        assert_eq!(outcome.filter_state, None, "not asked for");
         let reply = outcome.reply.unwrap();
-        assert_eq!(
-            (reply.status, reply.body.as_str()),
-            (403, "loopback-guard: denied: no_client_certificate\n")
-        );
+        assert_eq!((reply.status, reply.body), (403, "loopback-guard: denied: no_client_certificate\n"));
+        assert_eq!(reply.headers, [("content-type", "text/plain; charset=utf-8")]);
         let line = outcome.log.unwrap();
         assert_eq!(line.level, Level::Warn);
         assert!(
@@ -339,10 +352,28 @@ mod tests {
     }
 
     #[test_case]
+    fn filter_state_is_set_only_when_asked_for() {
+        let asked = engine(r#"{"filter_state":true}"#).handle(&anonymous(40000));
+        assert_eq!(
+            asked.filter_state,
+            Some([(DECISION_STATE, "deny"), (REASON_STATE, "no_client_certificate")])
+        );
+        let refused = Outcome::refused(Reason::Unconfigured, "why", &anonymous(40000));
+        assert_eq!(refused.filter_state, Some([(DECISION_STATE, "deny"), (REASON_STATE, "unconfigured")]));
+    }
+
+    #[test_case]
+    fn every_reply_body_names_its_reason() {
+        for reason in Reason::ALL {
+            assert_eq!(reason.reply_body(), format!("loopback-guard: denied: {}\n", reason.as_str()));
+        }
+    }
+
+    #[test_case]
     fn audit_findings_go_on_without_a_reply() {
         let outcome = engine(r#"{"mode":"audit"}"#).handle(&anonymous(40000));
         assert!(outcome.proceeds() && outcome.reply.is_none());
-        assert_eq!(outcome.counters, [Counter::WouldDeny]);
+        assert_eq!(outcome.counters().collect::<Vec<_>>(), [Counter::WouldDeny]);
     }
 
     #[test_case]
@@ -351,7 +382,10 @@ mod tests {
         assert!(engine.handle(&anonymous(40000)).log.is_some());
         let again = engine.handle(&anonymous(40000));
         assert_eq!(again.log, None);
-        assert_eq!(again.counters, [Counter::Denied(Reason::NoClientCertificate), Counter::LogHeldBack]);
+        assert_eq!(
+            again.counters().collect::<Vec<_>>(),
+            [Counter::Denied(Reason::NoClientCertificate), Counter::LogHeldBack]
+        );
         assert!(engine.handle(&anonymous(40001)).log.is_some(), "another connection");
         let summary = engine.summary(u64::MAX).unwrap();
         assert_eq!(summary.level, Level::Warn);
@@ -362,7 +396,7 @@ mod tests {
     fn a_refusal_without_a_check_is_always_logged() {
         for reason in [Reason::Unconfigured, Reason::EngineBusy] {
             let outcome = Outcome::refused(reason, "why", &anonymous(40000));
-            assert_eq!(outcome.counters, [Counter::Denied(reason)]);
+            assert_eq!(outcome.counters().collect::<Vec<_>>(), [Counter::Denied(reason)]);
             assert!(outcome
                 .log
                 .unwrap()
@@ -389,7 +423,7 @@ mod tests {
         assert!(first.log.is_some(), "the connection's first allowed request is logged");
         let host = request();
         let warm = engine.handle(&host);
-        assert_eq!((warm.counters.as_slice(), &warm.log), ([Counter::Allowed].as_slice(), &None));
+        assert_eq!((warm.counters().collect::<Vec<_>>(), &warm.log), (vec![Counter::Allowed], &None));
         assert_eq!(warm.decision, first.decision);
         assert_eq!(*host.reads.borrow(), ["connection.id", "clock"]);
     }

@@ -105,7 +105,7 @@ mod tests {
             peer_principal: Some(Rc::new(peer)),
             expected_principal: Some(Rc::new(SpiffeId::parse("spiffe://td/ns/a/sa/app").unwrap())),
             source_address: Some("127.0.0.1:5000".into()),
-            cert_sha256: Some("ab".repeat(32)),
+            cert_sha256: Some("ab".repeat(32).into()),
         };
         let labels = RequestLabels {
             connection_id: Some(7),

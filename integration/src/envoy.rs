@@ -587,6 +587,8 @@ pub struct Envoy {
     rendered: Rendered,
     log_path: PathBuf,
     access_log_path: PathBuf,
+    /// Whether the plugin configuration asks for filter state (`"filter_state": true`).
+    filter_state: bool,
 }
 
 impl Envoy {
@@ -618,7 +620,9 @@ impl Envoy {
             .stderr(stderr)
             .spawn()
             .context(format!("running {}", bin.display()))?;
-        let mut envoy = Envoy { child, rendered, log_path, access_log_path };
+        let filter_state = serde_json::from_str::<serde_json::Value>(&settings.plugin_config)
+            .is_ok_and(|config| config.get("filter_state") == Some(&serde_json::Value::Bool(true)));
+        let mut envoy = Envoy { child, rendered, log_path, access_log_path, filter_state };
         envoy.wait_ready()?;
         Ok(envoy)
     }
@@ -638,6 +642,11 @@ impl Envoy {
             thread::sleep(Duration::from_millis(50));
         }
         Err(StartError::NotReady { log: self.log() })
+    }
+
+    /// Whether the filter sets `loopback_guard.decision`/`.reason` for the access log.
+    pub fn filter_state(&self) -> bool {
+        self.filter_state
     }
 
     pub fn ports(&self) -> Ports {

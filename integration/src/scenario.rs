@@ -110,6 +110,8 @@ pub struct Observation {
     pub reply: std::result::Result<Reply, ConnectionFailed>,
     pub decisions: Vec<DecisionLine>,
     pub access_log: Vec<Value>,
+    /// Whether the filter was asked to set filter state, which the access log shows.
+    pub filter_state: bool,
     /// Changed `loopback_guard` counters, by short name.
     pub counters: BTreeMap<String, i64>,
     /// Changed TLS counters of the listener (`handshake`, `fail_verify_error`, ...).
@@ -164,6 +166,7 @@ pub fn observe_with_headers(
         reply,
         decisions: envoy.decisions_since(position),
         access_log: envoy.access_entries_since(position),
+        filter_state: envoy.filter_state(),
         counters: after.guard_changes_since(&before),
         tls_counters: changes(&tls_before, &tls_after),
     })
@@ -291,7 +294,11 @@ impl Observation {
             (Expected::Decision { decision, reason, .. }, [entry]) => {
                 let field = |name: &str| entry.get(name).cloned().unwrap_or(Value::Null);
                 let got = (field("guard_decision"), field("guard_reason"));
-                let want = (Value::from(*decision), Value::from(*reason));
+                // Filter state is set only when the configuration asks for it.
+                let want = match self.filter_state {
+                    true => (Value::from(*decision), Value::from(*reason)),
+                    false => (Value::Null, Value::Null),
+                };
                 if got != want {
                     problems.push(format!(
                         "access log: expected (guard_decision, guard_reason) = {want:?}, got {got:?}"

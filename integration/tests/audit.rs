@@ -11,7 +11,8 @@ fn audit_mode_lets_a_rogue_through_with_would_deny() {
     let app = pki.svid("app", APP_ID).unwrap();
     let rogue = pki.svid("rogue", &rogue_id).unwrap();
 
-    let envoy = Envoy::start(&pki, &Settings::with_plugin_config(r#"{"mode":"audit"}"#)).unwrap();
+    let envoy =
+        Envoy::start(&pki, &Settings::with_plugin_config(r#"{"mode":"audit","filter_state":true}"#)).unwrap();
     let cases = [
         Case::new("rightful app", Some(&app), Expected::allow("ok", Some(APP_ID))),
         Case::new(

@@ -15,7 +15,7 @@ fn enforce_mode_admits_only_the_pods_own_svid() {
     let other_sa = pki.svid("other-sa", &other_sa_id).unwrap();
     let other_td = pki.svid("other-td", &other_td_id).unwrap();
 
-    let envoy = Envoy::start(&pki, &Settings::with_plugin_config("{}")).unwrap();
+    let envoy = Envoy::start(&pki, &Settings::with_plugin_config(r#"{"filter_state":true}"#)).unwrap();
     let cases = [
         Case::new("rightful app", Some(&app), Expected::allow("ok", Some(APP_ID))),
         Case::new("rightful app, again", Some(&app), Expected::allow("ok", Some(APP_ID))),

@@ -539,8 +539,9 @@ fn the_vm_survives_hostile_requests_and_load() {
 
     // Hostile certificates must reach the filter: the listener validates the chain only (as
     // Istio's ROOTCA does); the shipped SPIFFE validator would refuse several in the handshake
-    // (battery.rs runs both). Summaries every second, to check them below.
-    let config = format!(r#"{{"exempt_paths":["{EXEMPT}"],"log_summary_seconds":1}}"#);
+    // (battery.rs runs both). Summaries every second, and the decision in the access log, to
+    // check them below.
+    let config = format!(r#"{{"exempt_paths":["{EXEMPT}"],"log_summary_seconds":1,"filter_state":true}}"#);
     let envoy =
         Envoy::start(&pki, &Settings::with_plugin_config(&config).validator(Validator::ChainOnly)).unwrap();
     let strict = envoy.ports().strict;

@@ -79,8 +79,8 @@ pub fn on_tick(shared: &Shared, now_ms: u64, writes: &impl Writes) {
 
 fn apply(outcome: &Outcome, counters: &Counters, writes: &impl Writes) -> bool {
     outcome.notices.iter().for_each(|notice| writes.log(notice));
-    for counter in &outcome.counters {
-        if let Some(id) = counters.0.get(counter) {
+    for counter in outcome.counters() {
+        if let Some(id) = counters.0.get(&counter) {
             // A failed increment loses one count; it must not fail the request.
             let _ = writes.increment(*id);
         }
@@ -88,7 +88,7 @@ fn apply(outcome: &Outcome, counters: &Counters, writes: &impl Writes) -> bool {
     if let Some(line) = &outcome.log {
         writes.log(line);
     }
-    for (key, value) in outcome.filter_state {
+    for (key, value) in outcome.filter_state.into_iter().flatten() {
         // Without it the access log lacks two fields; the decision stands.
         let _ = writes.set_filter_state(key, value);
     }

@@ -73,6 +73,6 @@ impl Writes for ProxyHost {
     }
 
     fn send_reply(&self, reply: &Reply) -> Result<(), HostError> {
-        abi::send_local_response(reply.status, &reply.headers, reply.body.as_bytes())
+        abi::send_local_response(reply.status, reply.headers, reply.body.as_bytes())
     }
 }

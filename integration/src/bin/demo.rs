@@ -10,7 +10,7 @@ use loopback_guard_integration::scenario::{all_as_expected, report, run_cases, C
 use loopback_guard_integration::Result;
 
 /// Zero configuration but one exempt path: the pod's principal comes from node metadata.
-const PLUGIN_CONFIG: &str = r#"{"exempt_paths":["/healthz"]}"#;
+const PLUGIN_CONFIG: &str = r#"{"exempt_paths":["/healthz"],"filter_state":true}"#;
 
 fn main() -> ExitCode {
     match run() {
