@@ -25,6 +25,7 @@ extern "C" {
         headers_size: usize,
         grpc_status: i32,
     ) -> u32;
+    fn proxy_get_header_map_pairs(map_type: u32, value: *mut *mut u8, value_size: *mut usize) -> u32;
     fn proxy_get_header_map_value(
         map_type: u32,
         key: *const u8,
@@ -120,6 +121,14 @@ pub fn request_header(name: &str) -> Result<Option<Vec<u8>>, HostError> {
         proxy_get_header_map_value(REQUEST_HEADERS, name.as_ptr(), name.len(), &mut data, &mut size)
     };
     returned(code, data, size).map_err(|code| HostError(format!("request header {name}: status {code}")))
+}
+
+/// The whole request header map, serialised (see `loopback_guard_core::host::pick_headers`).
+pub fn request_header_map() -> Result<Option<Vec<u8>>, HostError> {
+    let (mut data, mut size) = (null_mut(), 0);
+    // SAFETY: the host writes the two out-parameters.
+    let code = unsafe { proxy_get_header_map_pairs(REQUEST_HEADERS, &mut data, &mut size) };
+    returned(code, data, size).map_err(|code| HostError(format!("request headers: status {code}")))
 }
 
 pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {

@@ -129,6 +129,8 @@ pub struct Decision {
     pub expected_principal: Option<Rc<SpiffeId>>,
     pub source_address: Option<Rc<str>>,
     pub cert_sha256: Option<Rc<str>>,
+    /// `connection.id`, when the decision read it (every decision but an exempt probe's).
+    pub connection_id: Option<u64>,
 }
 
 impl Decision {
@@ -142,6 +144,7 @@ impl Decision {
             expected_principal: None,
             source_address: None,
             cert_sha256: None,
+            connection_id: None,
         }
     }
 }
@@ -156,6 +159,7 @@ struct Facts {
     expected: Option<Rc<SpiffeId>>,
     source_address: Option<Rc<str>>,
     cert_sha256: Option<Rc<str>>,
+    connection_id: Option<u64>,
 }
 
 impl Facts {
@@ -168,6 +172,7 @@ impl Facts {
             expected_principal: self.expected,
             source_address: self.source_address,
             cert_sha256: self.cert_sha256,
+            connection_id: self.connection_id,
         }
     }
 }
@@ -319,6 +324,7 @@ impl Guard {
         // The rest is the connection's but for the clock: decided on its first request, reused
         // on the later ones. Without a readable id, every request is decided in full.
         let id = connection_id(host);
+        facts.connection_id = id;
         if let Some(connection) = id.and_then(|id| self.connections.get(&id)) {
             return self.reuse(&connection, facts, host);
         }
@@ -1276,7 +1282,10 @@ mod tests {
         assert_eq!(guard.decide(&on_connection(request(&cert), 1)).reason, Reason::Ok);
         let expired = guard.decide(&on_connection(request(&cert), 1).at(NOW + 1));
         assert_eq!((expired.verdict, expired.reason), (Verdict::WouldDeny, Reason::SvidExpired));
-        assert_eq!(expired, guard.without_connection_reuse().decide(&request(&cert).at(NOW + 1)));
+        assert_eq!(
+            expired,
+            guard.without_connection_reuse().decide(&on_connection(request(&cert), 1).at(NOW + 1))
+        );
         // A refusal of the connection is reused too; one a later request may not share is not.
         let mut guard = super::tests::guard("{}");
         let rogue = on_connection(request(&app().uri(ROGUE)), 2);

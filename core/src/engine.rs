@@ -238,11 +238,15 @@ fn prefixed(notices: Vec<Notice>) -> Vec<Notice> {
     notices.into_iter().map(|n| Notice::new(n.level, format!("loopback-guard: {}", n.text))).collect()
 }
 
-/// Tells connections apart without another host call where it can: while a connection is open
-/// its source address (ip:port) is its own. A port reused after a close may go unlogged once
-/// while the old key is remembered; that only skips a log line. An address without a real port
-/// (rebuilt from a header) or none at all falls back to the connection id.
+/// Tells connections apart: by the id the decision read; else (an exempt probe's decision reads
+/// none) by the source address (ip:port), which is the connection's own while it is open (a port
+/// reused after a close may go unlogged once while the old key is remembered; that only skips a
+/// log line); else, for an address without a real port (rebuilt from a header) or none at all,
+/// by reading the id.
 fn connection_key(decision: &Decision, host: &impl Host) -> Option<u64> {
+    if decision.connection_id.is_some() {
+        return decision.connection_id;
+    }
     match &decision.source_address {
         Some(address) if !address.ends_with(":0") => {
             let mut hasher = DefaultHasher::new();
@@ -256,13 +260,13 @@ fn connection_key(decision: &Decision, host: &impl Host) -> Option<u64> {
 /// The decision's line. Labels are read only for a line that is written: each is a host call;
 /// one that cannot be read is left out.
 fn log_line(decision: &Decision, host: &impl Host, max_field_bytes: usize) -> Notice {
-    let header = |name: &str| host.request_header(name).ok().flatten();
-    let (path, method, request_id) = (header(":path"), header(":method"), header("x-request-id"));
+    let headers = host.request_headers(&[":path", ":method", "x-request-id"]);
+    let header = |at: usize| headers.get(at).and_then(Option::as_deref);
     let labels = RequestLabels {
-        connection_id: connection_id(host),
-        request_id: request_id.as_deref(),
-        method: method.as_deref(),
-        path: path.as_deref(),
+        connection_id: decision.connection_id.or_else(|| connection_id(host)),
+        request_id: header(2),
+        method: header(1),
+        path: header(0),
     };
     let level = match decision.verdict {
         Verdict::Allow => Level::Info,

@@ -106,6 +106,7 @@ mod tests {
             expected_principal: Some(Rc::new(SpiffeId::parse("spiffe://td/ns/a/sa/app").unwrap())),
             source_address: Some("127.0.0.1:5000".into()),
             cert_sha256: Some("ab".repeat(32).into()),
+            connection_id: None,
         };
         let labels = RequestLabels {
             connection_id: Some(7),
@@ -138,6 +139,7 @@ mod tests {
             expected_principal: None,
             source_address: None,
             cert_sha256: None,
+            connection_id: None,
         };
         let line = decision_line(&decision, &RequestLabels::default(), 256);
         assert!(!line.contains('\n'));
@@ -168,6 +170,7 @@ mod tests {
             expected_principal: None,
             source_address: Some("127.0.0.1:1".into()),
             cert_sha256: None,
+            connection_id: None,
         };
         let path = format!("/{}", "p".repeat(20_480));
         let id = "é".repeat(10_000);

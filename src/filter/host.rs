@@ -2,7 +2,7 @@
 //! every status; the configure-time ones through the SDK.
 
 use loopback_guard_core::engine::{Level, Notice, Reply};
-use loopback_guard_core::host::{Host, HostError};
+use loopback_guard_core::host::{pick_headers, Host, HostError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
@@ -28,6 +28,12 @@ impl Host for ProxyHost {
             Ok(text) => text,
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         }))
+    }
+
+    /// One host call for all of them, where each header read would be one.
+    fn request_headers(&self, names: &[&str]) -> Vec<Option<String>> {
+        let map = abi::request_header_map().ok().flatten();
+        map.and_then(|map| pick_headers(&map, names)).unwrap_or_else(|| vec![None; names.len()])
     }
 
     fn end_of_stream(&self) -> bool {
