@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use crate::cache::{Bounded, CertCache, Checked};
+use crate::cache::{ById, CertCache, Checked};
 use crate::config::{Mode, Policy};
 use crate::engine::{Level, Notice};
 use crate::host::{connection_id, property, Host, HostError, XFCC_HEADER};
@@ -249,7 +249,7 @@ pub struct Guard {
     validated: Validated,
     validity_notice_considered: bool,
     /// Outcomes by connection id: every fact but the path and the clock is the connection's.
-    connections: Bounded<u64, Rc<Connection>>,
+    connections: ById<Rc<Connection>>,
 }
 
 impl Guard {
@@ -271,13 +271,13 @@ impl Guard {
             local_notice_given: false,
             validated: Validated::default(),
             validity_notice_considered: false,
-            connections: Bounded::new(CONNECTIONS),
+            connections: ById::new(CONNECTIONS),
         }
     }
 
     /// Without the memory of connections: every request decided in full (for comparisons).
     pub fn without_connection_reuse(mut self) -> Self {
-        self.connections = Bounded::new(0);
+        self.connections = ById::new(0);
         self
     }
 

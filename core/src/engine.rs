@@ -5,7 +5,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
-use crate::cache::Bounded;
+use crate::cache::ById;
 use crate::config::{LogAllowed, Policy, DEFAULT_LOG_FIELD_MAX_BYTES};
 use crate::decision::{Decision, Guard, Reason, Verdict};
 use crate::host::{connection_id, Host};
@@ -154,7 +154,7 @@ impl Outcome {
 #[derive(Debug)]
 pub struct Engine {
     guard: Guard,
-    logged_connections: Bounded<u64, ()>,
+    logged_connections: ById<()>,
     /// Bounds the lines of decisions anyone can cause (denials, audit findings, exemptions).
     limiter: LogLimiter,
 }
@@ -177,7 +177,7 @@ impl Engine {
         ));
         let policy = guard.policy();
         let limiter = LogLimiter::new(policy.log_lines_per_second, policy.log_summary_seconds);
-        Ok((Self { guard, logged_connections: Bounded::new(RECENT_CONNECTIONS), limiter }, notices))
+        Ok((Self { guard, logged_connections: ById::new(RECENT_CONNECTIONS), limiter }, notices))
     }
 
     /// Without the memory of connections: every request decided in full (for comparisons).
