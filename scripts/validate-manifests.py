@@ -61,9 +61,11 @@ KUBERNETES_VERSION = "1.33.0"
 
 # The contract with the module (docs/configuration.md, core/src/config.rs).
 ROOT_ID = "loopback_guard"
+# core/src/config.rs, struct Raw.
 PLUGIN_FIELDS = {
     "mode", "principal", "principal_source", "trust_domain", "allowed_principals", "exempt_paths",
-    "require_loopback", "log_allowed", "certificate_cache_size",
+    "exempt_authorities", "require_loopback", "log_allowed", "certificate_cache_size",
+    "log_field_max_bytes", "log_lines_per_second", "log_summary_seconds", "filter_state",
 }
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
@@ -326,6 +328,10 @@ def check_consistency(docs, minor):
         problem(pw, f"{field}.pluginConfig has fields the module does not know: {unknown}")
     if dig(spec, "pluginConfig", "mode", default="enforce") != "enforce":
         problem(pw, f"{field}.pluginConfig.mode must be enforce in the shipped manifest")
+    # The module sets filter state only when asked: an access log that reads it needs the ask.
+    if "wasm.loopback_guard." in json.dumps(envoy_filter) and dig(spec, "pluginConfig", "filter_state") is not True:
+        problem(pw, f"{field}.pluginConfig.filter_state must be true: the EnvoyFilter's access log reads "
+                "wasm.loopback_guard.decision and .reason")
     env = {e["name"]: e for e in dig(spec, "vmConfig", "env", default=[])}
     if dig(env, "TRUST_DOMAIN", "valueFrom") != "HOST":
         problem(pw, f"{field}.vmConfig.env must pass TRUST_DOMAIN from the host (valueFrom: HOST)")
@@ -645,6 +651,8 @@ SELF_TESTS = [
     ("url scheme (CEL)", "WasmPlugin", _set(["spec", "url"], "ftp://example.com/x"), "url must have schema", None),
     ("plugin field the module does not know", "WasmPlugin", _set(["spec", "pluginConfig", "principle"], "x"),
      "fields the module does not know", None),
+    ("access log reads filter state nobody asked for", "WasmPlugin",
+     _set(["spec", "pluginConfig", "filter_state"], _DELETE), "pluginConfig.filter_state must be true", None),
     ("plugin attached to Istio's own listeners", "WasmPlugin", _set(["spec", "match"], _DELETE),
      "spec.match must be mode SERVER", None),
     ("selector misses the pod", "WasmPlugin", _set(["spec", "selector", "matchLabels", "app"], "other"),
