@@ -75,10 +75,8 @@ pub enum TimeError {
 impl SvidFacts {
     /// Applies the X509-SVID rules to a DER certificate.
     pub fn from_der(der: &[u8]) -> Result<Self, SvidError> {
-        let (rest, cert) = X509CertificateParser::new()
-            .with_deep_parse_extensions(false)
-            .parse(der)
-            .map_err(|e| SvidError::Unparsable(e.to_string()))?;
+        let (rest, cert) =
+            X509CertificateParser::new().with_deep_parse_extensions(false).parse(der).map_err(parse_error)?;
         if !rest.is_empty() {
             return Err(SvidError::Unparsable(format!("{} bytes after the certificate", rest.len())));
         }
@@ -102,6 +100,18 @@ impl SvidFacts {
             Ok(())
         }
     }
+}
+
+/// As nom says it, but with the error's Display rather than its Debug, whose code for every
+/// type of x509-parser's errors would be in the module only for this.
+fn parse_error(e: x509_parser::nom::Err<X509Error>) -> SvidError {
+    use x509_parser::nom::{Err, Needed};
+    SvidError::Unparsable(match e {
+        Err::Incomplete(Needed::Size(n)) => format!("Parsing requires {n} bytes/chars"),
+        Err::Incomplete(Needed::Unknown) => "Parsing requires more data".to_owned(),
+        Err::Failure(e) => format!("Parsing Failure: {e}"),
+        Err::Error(e) => format!("Parsing Error: {e}"),
+    })
 }
 
 /// The value of the extension `oid`, parsed as `T`: `Ok(None)` if absent, `Err` if present more
@@ -242,8 +252,7 @@ mod tests {
     /// accessors: what [`SvidFacts::from_der`] must still give, byte for byte of input.
     fn deep_parse_reference(der: &[u8]) -> Result<SvidFacts, SvidError> {
         let unparsable = |e: X509Error| SvidError::Unparsable(e.to_string());
-        let (rest, cert) =
-            x509_parser::parse_x509_certificate(der).map_err(|e| SvidError::Unparsable(e.to_string()))?;
+        let (rest, cert) = x509_parser::parse_x509_certificate(der).map_err(parse_error)?;
         if !rest.is_empty() {
             return Err(SvidError::Unparsable(format!("{} bytes after the certificate", rest.len())));
         }
