@@ -121,7 +121,8 @@ fuzz:
 ## (integration/src/bin/bench/main.rs lists them). Run it on an otherwise idle machine.
 ## `make bench-validate`: every arm's Envoy config passes `envoy --mode validate` (seconds).
 BENCH_ENV = ENVOY_BIN="$$(scripts/envoy.sh)" LOOPBACK_GUARD_BENCH_EMPTY_WASM="$$(bench/build-empty.sh)" \
-  LOOPBACK_GUARD_BENCH_EMPTY_MIN_WASM="$$(bench/build-empty.sh min)"
+  LOOPBACK_GUARD_BENCH_EMPTY_MIN_WASM="$$(bench/build-empty.sh min)" \
+  LOOPBACK_GUARD_BENCH_FULL_WASM="$$(bench/build-full.sh)"
 
 bench: build
 	$(BENCH_ENV) cargo run --locked --quiet -p loopback-guard-integration --bin bench

@@ -42,6 +42,10 @@ impl RootContext for Root {
         };
         // Without an engine Envoy refuses the configuration: fail closed.
         let Some(engine) = configure(&config, &host, &host) else { return false };
+        // Benchmark builds only (bench/build-full.sh): every request decided in full, so that
+        // keep-alive traffic measures what a connection's first request costs.
+        #[cfg(feature = "bench-full-decisions")]
+        let engine = engine.without_connection_reuse();
         // The summary of held-back lines is written from the timer, so it comes even when the
         // requests stop.
         let tick = Duration::from_secs(engine.summary_period_seconds());

@@ -23,6 +23,9 @@ pub enum Module {
     EmptyMin,
     /// Another build of loopback-guard (`BENCH_GUARD_ALT_WASM`), to compare two builds.
     GuardAlt,
+    /// loopback-guard built with the `bench-full-decisions` feature (`bench/build-full.sh`): no
+    /// per-connection verdict, so every request is decided in full, as a connection's first is.
+    GuardFull,
 }
 
 /// One HTTP filter, placed before the router.
@@ -127,10 +130,24 @@ pub fn standard() -> Vec<Arm> {
             .counting(GUARD_ALLOWED),
         Arm::new("A5", "loopback-guard, log all", vec![Filter::guard(r#"{"log_allowed":"all"}"#)])
             .counting(GUARD_ALLOWED),
+        // Keep-alive traffic reuses its connection's verdict; these decide every request as a
+        // connection's first, so A4-full - A3-full is the first sight of a certificate.
+        Arm::new("A3-full", "loopback-guard, every request decided in full", vec![full("{}")])
+            .counting(GUARD_ALLOWED),
+        Arm::new(
+            "A4-full",
+            "loopback-guard, cache off, every request decided in full",
+            vec![full(r#"{"certificate_cache_size":0}"#)],
+        )
+        .counting(GUARD_ALLOWED),
         Arm::new("A2-deny", "native RBAC, rogue cert", vec![Filter::Rbac]).rogue(RBAC_DENIED),
         Arm::new("A3-deny", "loopback-guard, rogue cert", vec![Filter::guard("{}")])
             .rogue(GUARD_DENIED_MISMATCH),
     ]
+}
+
+fn full(configuration: &str) -> Filter {
+    Filter::Wasm { module: Module::GuardFull, configuration: configuration.to_owned() }
 }
 
 /// `<arm>-alt`: the guard's arms A3, A4 and A3-deny with another build of the module

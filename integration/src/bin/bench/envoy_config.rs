@@ -22,6 +22,7 @@ pub struct Inputs<'a> {
     pub guard_wasm: &'a Path,
     pub empty_wasm: &'a Path,
     pub empty_min_wasm: &'a Path,
+    pub guard_full_wasm: &'a Path,
     /// `BENCH_GUARD_ALT_WASM`, for the -alt arms.
     pub guard_alt_wasm: Option<&'a Path>,
     /// false: every new connection makes a full handshake (no session resumption, stateless or
@@ -104,13 +105,16 @@ fn http_filter(filter: &Filter, inputs: &Inputs) -> Value {
                 Module::GuardAlt => ("loopback_guard", inputs.guard_alt_wasm.unwrap_or(inputs.guard_wasm)),
                 Module::Empty => ("bench_empty", inputs.empty_wasm),
                 Module::EmptyMin => ("bench_empty", inputs.empty_min_wasm),
+                Module::GuardFull => ("loopback_guard_full", inputs.guard_full_wasm),
             };
             let mut vm_config = json!({
                 "vm_id": name,
                 "runtime": "envoy.wasm.runtime.v8",
                 "code": {"local": {"filename": path.display().to_string()}}
             });
-            if let (Module::Guard | Module::GuardAlt, Some(fields)) = (module, vm_config.as_object_mut()) {
+            if let (Module::Guard | Module::GuardAlt | Module::GuardFull, Some(fields)) =
+                (module, vm_config.as_object_mut())
+            {
                 fields.insert("environment_variables".to_owned(), json!({"host_env_keys": ["TRUST_DOMAIN"]}));
             }
             json!({
@@ -159,6 +163,7 @@ mod tests {
             guard_wasm: Path::new("/guard.wasm"),
             empty_wasm: Path::new("/empty.wasm"),
             empty_min_wasm: Path::new("/empty-min.wasm"),
+            guard_full_wasm: Path::new("/guard-full.wasm"),
             guard_alt_wasm: Some(Path::new("/guard-alt.wasm")),
             tls_resumption: false,
         }

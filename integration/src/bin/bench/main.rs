@@ -44,8 +44,9 @@
 //!   BENCH_TLS_RESUMPTION [0] (1: Envoy's default), BENCH_LOG_LEVEL [info], BENCH_STRICT [0]
 //!   (1: exit 1 when a target is missed), BENCH_PERF [0] (1: `perf record` of Envoy during every
 //!   burst of mode rate, into target/bench/perf-<arm>-r<round>.data), OHA_VERSION [1.16.0];
-//!   ENVOY_BIN, LOOPBACK_GUARD_WASM, LOOPBACK_GUARD_BENCH_EMPTY_WASM and
-//!   LOOPBACK_GUARD_BENCH_EMPTY_MIN_WASM (the Makefile sets them).
+//!   ENVOY_BIN, LOOPBACK_GUARD_WASM, LOOPBACK_GUARD_BENCH_EMPTY_WASM,
+//!   LOOPBACK_GUARD_BENCH_EMPTY_MIN_WASM and LOOPBACK_GUARD_BENCH_FULL_WASM (the Makefile sets
+//!   them).
 
 mod arms;
 mod envoy_config;
@@ -111,6 +112,7 @@ pub struct Settings {
     pub guard_wasm: PathBuf,
     pub empty_wasm: PathBuf,
     pub empty_min_wasm: PathBuf,
+    pub guard_full_wasm: PathBuf,
     pub guard_alt_wasm: Option<PathBuf>,
 }
 
@@ -166,6 +168,7 @@ impl Settings {
             guard_wasm: wasm_module()?,
             empty_wasm: built_by_make("LOOPBACK_GUARD_BENCH_EMPTY_WASM")?,
             empty_min_wasm: built_by_make("LOOPBACK_GUARD_BENCH_EMPTY_MIN_WASM")?,
+            guard_full_wasm: built_by_make("LOOPBACK_GUARD_BENCH_FULL_WASM")?,
             guard_alt_wasm,
         })
     }
@@ -234,6 +237,7 @@ pub fn write_config(
         guard_wasm: &settings.guard_wasm,
         empty_wasm: &settings.empty_wasm,
         empty_min_wasm: &settings.empty_min_wasm,
+        guard_full_wasm: &settings.guard_full_wasm,
         guard_alt_wasm: settings.guard_alt_wasm.as_deref(),
         tls_resumption: settings.tls_resumption,
     };
