@@ -54,6 +54,41 @@ wasm_toolchain() {
   echo debian
 }
 
+# Builds PACKAGE for wasm32-wasip1 in release with the toolchain wasm_toolchain chooses, cargo's
+# output on stderr, and prints the linked module's path:
+#   cargo_wasm_module TARGET_DIR PACKAGE [CARGO_ARGS...]
+cargo_wasm_module() {
+  local target=wasm32-wasip1 target_dir=$1 package=$2 module
+  shift 2
+  case "$(wasm_toolchain "$target")" in
+    rustup)
+      CARGO_TARGET_DIR="$target_dir" cargo build --locked --release --target "$target" -p "$package" "$@" >&2
+      ;;
+    debian)
+      # Debian's rustc has no prebuilt std for wasm: build it from source (RUSTC_BOOTSTRAP allows
+      # -Z), link with lld against Debian's WASI libc. Debian's tools come after ~/.cargo/bin on
+      # PATH, hence /usr/bin first; artifacts go to their own dir so the toolchains never mix.
+      target_dir="$target_dir/debian"
+      PATH="/usr/bin:$PATH" RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$target_dir" \
+        CARGO_TARGET_WASM32_WASIP1_LINKER=wasm-ld-22 \
+        RUSTFLAGS="-L /usr/lib/wasm32-wasi -C link-self-contained=no" \
+        cargo build --locked --release --target "$target" -p "$package" "$@" \
+        -Z build-std=std,panic_abort >&2
+      ;;
+  esac
+  module="$target_dir/$target/release/${package//-/_}.wasm"
+  [ -f "$module" ] || die "cargo built no $module"
+  echo "$module"
+}
+
+# The shipped module's post-link step (scripts/wasm-post-link.sh with the exports listed in
+# scripts/wasm-exports.txt), IN to OUT: post_link_shipped IN OUT
+post_link_shipped() {
+  local exports
+  mapfile -t exports < <(grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$ROOT/scripts/wasm-exports.txt")
+  "$ROOT/scripts/wasm-post-link.sh" "$1" "$2" "${exports[@]}"
+}
+
 # The wasm-bindgen-cli install matching the wasm-bindgen in Cargo.lock (the runner refuses any
 # other version).
 bindgen_root() {
