@@ -179,6 +179,39 @@ fn check_leaf(cert: &X509Certificate<'_>) -> Result<(), SvidError> {
     Ok(())
 }
 
+#[cfg(any(test, feature = "testing"))]
+/// The checks as they were written on x509-parser's deep parse of every extension and its
+/// accessors: what [`SvidFacts::from_der`] must still give, byte for byte of input (its tests
+/// and the `certificate` fuzz target compare the two).
+pub fn deep_parse_reference(der: &[u8]) -> Result<SvidFacts, SvidError> {
+    let unparsable = |e: X509Error| SvidError::Unparsable(e.to_string());
+    let (rest, cert) = x509_parser::parse_x509_certificate(der).map_err(parse_error)?;
+    if !rest.is_empty() {
+        return Err(SvidError::Unparsable(format!("{} bytes after the certificate", rest.len())));
+    }
+    let san = cert.subject_alternative_name().map_err(unparsable)?;
+    // (Which URI SAN names the workload is shared with the code under test: the reference is
+    // about what the parse finds.)
+    let spiffe_id = the_spiffe_id(san.map(|ext| ext.value.general_names.as_slice()).unwrap_or_default())?;
+    if cert.basic_constraints().map_err(unparsable)?.is_some_and(|bc| bc.value.ca) {
+        return Err(SvidError::NotLeaf("basicConstraints CA is true"));
+    }
+    if let Some(usage) = cert.key_usage().map_err(unparsable)? {
+        if usage.value.key_cert_sign() {
+            return Err(SvidError::NotLeaf("key usage includes keyCertSign"));
+        }
+        if usage.value.crl_sign() {
+            return Err(SvidError::NotLeaf("key usage includes cRLSign"));
+        }
+    }
+    let validity = cert.validity();
+    Ok(SvidFacts {
+        spiffe_id,
+        not_before: validity.not_before.timestamp(),
+        not_after: validity.not_after.timestamp(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,37 +283,6 @@ mod tests {
         assert_eq!(facts.check_time(1_000), Ok(()));
         assert_eq!(facts.check_time(2_000), Ok(()));
         assert_eq!(facts.check_time(2_001), Err(TimeError::Expired));
-    }
-
-    /// The checks as they were written on x509-parser's deep parse of every extension and its
-    /// accessors: what [`SvidFacts::from_der`] must still give, byte for byte of input.
-    fn deep_parse_reference(der: &[u8]) -> Result<SvidFacts, SvidError> {
-        let unparsable = |e: X509Error| SvidError::Unparsable(e.to_string());
-        let (rest, cert) = x509_parser::parse_x509_certificate(der).map_err(parse_error)?;
-        if !rest.is_empty() {
-            return Err(SvidError::Unparsable(format!("{} bytes after the certificate", rest.len())));
-        }
-        let san = cert.subject_alternative_name().map_err(unparsable)?;
-        // (Which URI SAN names the workload is shared with the code under test: the reference is
-        // about what the parse finds.)
-        let spiffe_id = the_spiffe_id(san.map(|ext| ext.value.general_names.as_slice()).unwrap_or_default())?;
-        if cert.basic_constraints().map_err(unparsable)?.is_some_and(|bc| bc.value.ca) {
-            return Err(SvidError::NotLeaf("basicConstraints CA is true"));
-        }
-        if let Some(usage) = cert.key_usage().map_err(unparsable)? {
-            if usage.value.key_cert_sign() {
-                return Err(SvidError::NotLeaf("key usage includes keyCertSign"));
-            }
-            if usage.value.crl_sign() {
-                return Err(SvidError::NotLeaf("key usage includes cRLSign"));
-            }
-        }
-        let validity = cert.validity();
-        Ok(SvidFacts {
-            spiffe_id,
-            not_before: validity.not_before.timestamp(),
-            not_after: validity.not_after.timestamp(),
-        })
     }
 
     /// Parsing only the three extensions the rules read decides exactly as the deep parse did,

@@ -1,12 +1,15 @@
-//! The X509-SVID checks on a DER certificate, and the validity window at the clock's extremes.
+//! The X509-SVID checks on a DER certificate: the same verdict as the checks on x509-parser's
+//! deep parse of every extension, and the validity window at the clock's extremes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use loopback_guard_core::identity::SpiffeId;
-use loopback_guard_core::svid::SvidFacts;
+use loopback_guard_core::svid::{deep_parse_reference, SvidFacts};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(facts) = SvidFacts::from_der(data) else { return };
+    let checked = SvidFacts::from_der(data);
+    assert_eq!(checked, deep_parse_reference(data), "parsing only the extensions the rules read");
+    let Ok(facts) = checked else { return };
     // An accepted ID is one the configuration would accept too, unchanged.
     assert_eq!(SpiffeId::parse(facts.spiffe_id.as_str()).as_ref(), Ok(&facts.spiffe_id));
     let (nb, na) = (facts.not_before, facts.not_after);
