@@ -229,21 +229,14 @@ pub(crate) fn read_configs(path: &Path) -> Result<Vec<ConfigText>, Failure> {
     }
 }
 
-/// The filter's own summary of a policy, as it logs `configured: ...` at start.
+/// The filter's own summary of a policy, as it logs `configured: ...` at start, with the
+/// configured principal where there is one.
 pub(crate) fn policy_summary(policy: &Policy) -> String {
-    format!(
-        "mode={} principal_source={}{} trust_domain={} allowed_principals={} exempt_paths={:?} \
-         require_loopback={} log_allowed={} certificate_cache_size={}",
-        policy.mode.as_str(),
-        policy.principal_source.as_str(),
-        policy.principal.as_ref().map(|p| format!(" principal={p}")).unwrap_or_default(),
-        policy.trust_domain.as_str(),
-        policy.allowed_principals.len(),
-        policy.exempt_paths,
-        policy.require_loopback,
-        policy.log_allowed.as_str(),
-        policy.certificate_cache_size
-    )
+    let summary = loopback_guard_core::engine::summary(policy);
+    match &policy.principal {
+        Some(principal) => format!("{summary} principal={principal}"),
+        None => summary,
+    }
 }
 
 fn validate(args: &ValidateArgs, json: bool, io: &mut Io<'_>) -> Result<u8, Failure> {
