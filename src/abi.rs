@@ -123,7 +123,7 @@ pub fn request_header(name: &str) -> Result<Option<Vec<u8>>, HostError> {
     returned(code, data, size).map_err(|code| HostError(format!("request header {name}: status {code}")))
 }
 
-/// The whole request header map, serialised (see `loopback_guard_core::host::pick_headers`).
+/// The whole request header map, serialised (read it with [`pick_headers`]).
 pub fn request_header_map() -> Result<Option<Vec<u8>>, HostError> {
     let (mut data, mut size) = (null_mut(), 0);
     // SAFETY: the host writes the two out-parameters.
@@ -186,4 +186,30 @@ pub fn serialize_map(map: &[(&str, &str)]) -> Vec<u8> {
         }
     }
     bytes
+}
+
+/// The values of `names` (the first of each) in a header map serialised as [`serialize_map`]
+/// writes one. `None` when the bytes are not such a map.
+pub fn pick_headers(map: &[u8], names: &[&str]) -> Option<Vec<Option<String>>> {
+    let word = |at: usize| -> Option<usize> {
+        let bytes: [u8; 4] = map.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(bytes)).ok()
+    };
+    let count = word(0)?;
+    let mut found = vec![None; names.len()];
+    let mut text = count.checked_mul(8)?.checked_add(4)?;
+    for pair in 0..count {
+        let sizes = pair.checked_mul(8)?.checked_add(4)?;
+        let (name_len, value_len) = (word(sizes)?, word(sizes.checked_add(4)?)?);
+        let name = map.get(text..text.checked_add(name_len)?)?;
+        let value_at = text.checked_add(name_len)?.checked_add(1)?;
+        let value = map.get(value_at..value_at.checked_add(value_len)?)?;
+        text = value_at.checked_add(value_len)?.checked_add(1)?;
+        for (slot, wanted) in found.iter_mut().zip(names) {
+            if slot.is_none() && name == wanted.as_bytes() {
+                *slot = Some(String::from_utf8_lossy(value).into_owned());
+            }
+        }
+    }
+    Some(found)
 }

@@ -331,3 +331,28 @@ fn the_local_reply_headers_are_serialized_as_the_abi_expects() {
     expected.extend_from_slice(b"content-type\0text/plain\0");
     assert_eq!(bytes, expected);
 }
+
+#[test]
+fn headers_are_picked_from_a_serialised_map() {
+    use crate::abi::{pick_headers, serialize_map};
+    let map = serialize_map(&[(":path", "/a"), (":method", "GET"), ("x", ""), (":path", "/b")]);
+    let picked = pick_headers(&map, &[":path", "x-request-id", ":method", "x"]).unwrap();
+    let want = [Some("/a"), None, Some("GET"), Some("")].map(|v| v.map(str::to_owned));
+    assert_eq!(picked, want);
+    assert_eq!(pick_headers(&serialize_map(&[]), &[":path"]).unwrap(), [None]);
+}
+
+#[test]
+fn a_malformed_header_map_is_none_never_a_panic() {
+    use crate::abi::{pick_headers, serialize_map};
+    let map = serialize_map(&[(":path", "/a"), (":method", "GET")]);
+    for end in 0..map.len() - 1 {
+        assert_eq!(pick_headers(&map[..end], &[":method"]), None, "cut at {end}");
+    }
+    let mut huge = map.clone();
+    huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(pick_headers(&huge, &[":path"]), None);
+    let mut long_name = map;
+    long_name[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(pick_headers(&long_name, &[":path"]), None);
+}

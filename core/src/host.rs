@@ -61,33 +61,6 @@ pub fn connection_id(host: &impl Host) -> Option<u64> {
     Some(u64::from_le_bytes(raw.try_into().ok()?))
 }
 
-/// The values of `names` (the first of each) in a header map as proxy-wasm serialises it: the
-/// number of pairs, each name's and value's length (u32, little-endian), then each name and
-/// value followed by a NUL. `None` when the bytes are not such a map.
-pub fn pick_headers(map: &[u8], names: &[&str]) -> Option<Vec<Option<String>>> {
-    let word = |at: usize| -> Option<usize> {
-        let bytes: [u8; 4] = map.get(at..at.checked_add(4)?)?.try_into().ok()?;
-        usize::try_from(u32::from_le_bytes(bytes)).ok()
-    };
-    let count = word(0)?;
-    let mut found = vec![None; names.len()];
-    let mut text = count.checked_mul(8)?.checked_add(4)?;
-    for pair in 0..count {
-        let sizes = pair.checked_mul(8)?.checked_add(4)?;
-        let (name_len, value_len) = (word(sizes)?, word(sizes.checked_add(4)?)?);
-        let name = map.get(text..text.checked_add(name_len)?)?;
-        let value_at = text.checked_add(name_len)?.checked_add(1)?;
-        let value = map.get(value_at..value_at.checked_add(value_len)?)?;
-        text = value_at.checked_add(value_len)?.checked_add(1)?;
-        for (slot, wanted) in found.iter_mut().zip(names) {
-            if slot.is_none() && name == wanted.as_bytes() {
-                *slot = Some(String::from_utf8_lossy(value).into_owned());
-            }
-        }
-    }
-    Some(found)
-}
-
 /// Envoy attribute paths (see Envoy's "Attributes" documentation).
 pub mod property {
     /// The downstream peer: the TCP peer, unless the connection manager rebuilt it from
@@ -108,44 +81,3 @@ pub mod property {
 
 /// The request header carrying the forwarded client certificate (fallback path).
 pub const XFCC_HEADER: &str = "x-forwarded-client-cert";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::test_case;
-
-    fn serialised(pairs: &[(&str, &str)]) -> Vec<u8> {
-        let mut bytes = u32::try_from(pairs.len()).unwrap().to_le_bytes().to_vec();
-        for (name, value) in pairs {
-            bytes.extend(u32::try_from(name.len()).unwrap().to_le_bytes());
-            bytes.extend(u32::try_from(value.len()).unwrap().to_le_bytes());
-        }
-        for (name, value) in pairs {
-            bytes.extend(name.bytes().chain([0]).chain(value.bytes()).chain([0]));
-        }
-        bytes
-    }
-
-    #[test_case]
-    fn headers_are_picked_from_a_serialised_map() {
-        let map = serialised(&[(":path", "/a"), (":method", "GET"), ("x", ""), (":path", "/b")]);
-        let picked = pick_headers(&map, &[":path", "x-request-id", ":method", "x"]).unwrap();
-        let want = [Some("/a"), None, Some("GET"), Some("")].map(|v| v.map(str::to_owned));
-        assert_eq!(picked, want);
-        assert_eq!(pick_headers(&serialised(&[]), &[":path"]).unwrap(), [None]);
-    }
-
-    #[test_case]
-    fn a_malformed_map_is_none_never_a_panic() {
-        let map = serialised(&[(":path", "/a"), (":method", "GET")]);
-        for end in 0..map.len() - 1 {
-            assert_eq!(pick_headers(&map[..end], &[":method"]), None, "cut at {end}");
-        }
-        let mut huge = map.clone();
-        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(pick_headers(&huge, &[":path"]), None);
-        let mut long_name = map;
-        long_name[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(pick_headers(&long_name, &[":path"]), None);
-    }
-}

@@ -2,7 +2,7 @@
 //! every status; the configure-time ones through the SDK.
 
 use loopback_guard_core::engine::{Level, Notice, Reply};
-use loopback_guard_core::host::{pick_headers, Host, HostError};
+use loopback_guard_core::host::{Host, HostError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
@@ -33,7 +33,7 @@ impl Host for ProxyHost {
     /// One host call for all of them, where each header read would be one.
     fn request_headers(&self, names: &[&str]) -> Vec<Option<String>> {
         let map = abi::request_header_map().ok().flatten();
-        map.and_then(|map| pick_headers(&map, names)).unwrap_or_else(|| vec![None; names.len()])
+        map.and_then(|map| abi::pick_headers(&map, names)).unwrap_or_else(|| vec![None; names.len()])
     }
 
     fn end_of_stream(&self) -> bool {
