@@ -10,7 +10,7 @@ use std::rc::Rc;
 use crate::cache::{ById, CertCache, Checked};
 use crate::config::{Mode, Policy};
 use crate::engine::{Level, Notice};
-use crate::host::{connection_id, property, Host, HostError, XFCC_HEADER};
+use crate::host::{connection_id, peer_address, property, Host, HostError, XFCC_HEADER};
 use crate::identity::SpiffeId;
 use crate::principal::{self, Expected, Source};
 use crate::svid::{SvidError, SvidFacts, TimeError};
@@ -383,9 +383,8 @@ impl Guard {
     /// connection manager rebuilt from a header, which may differ on the next request.
     fn remember(&mut self, id: Option<u64>, facts: &Facts, outcome: ConnectionOutcome) {
         let Some(id) = id else { return };
-        match facts.source_address.as_deref() {
-            Some(address) if !address.ends_with(":0") => {}
-            _ => return,
+        if peer_address(facts.source_address.as_deref()).is_none() {
+            return;
         }
         let connection = Connection {
             source_address: facts.source_address.clone(),

@@ -8,7 +8,7 @@ use std::hash::{Hash, Hasher};
 use crate::cache::ById;
 use crate::config::{LogAllowed, Policy, DEFAULT_LOG_FIELD_MAX_BYTES};
 use crate::decision::{Decision, Guard, Reason, Verdict};
-use crate::host::{connection_id, Host};
+use crate::host::{connection_id, peer_address, Host};
 use crate::log::{decision_line, RequestLabels};
 use crate::loglimit::LogLimiter;
 
@@ -247,13 +247,13 @@ fn connection_key(decision: &Decision, host: &impl Host) -> Option<u64> {
     if decision.connection_id.is_some() {
         return decision.connection_id;
     }
-    match &decision.source_address {
-        Some(address) if !address.ends_with(":0") => {
+    match peer_address(decision.source_address.as_deref()) {
+        Some(address) => {
             let mut hasher = DefaultHasher::new();
             address.hash(&mut hasher);
             Some(hasher.finish())
         }
-        _ => connection_id(host),
+        None => connection_id(host),
     }
 }
 

@@ -61,6 +61,13 @@ pub fn connection_id(host: &impl Host) -> Option<u64> {
     Some(u64::from_le_bytes(raw.try_into().ok()?))
 }
 
+/// The TCP peer's own address (`ip:port`), as `source.address` gives it: not one the connection
+/// manager rebuilt from a request header, which it gives port 0 (and a later request of the same
+/// connection may rebuild differently).
+pub fn peer_address(source_address: Option<&str>) -> Option<&str> {
+    source_address.filter(|address| !address.ends_with(":0"))
+}
+
 /// Envoy attribute paths (see Envoy's "Attributes" documentation).
 pub mod property {
     /// The downstream peer: the TCP peer, unless the connection manager rebuilt it from
