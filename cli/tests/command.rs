@@ -181,6 +181,52 @@ fn check_decides_as_the_filter() {
     }
 }
 
+/// The command decides a probe's authority as the filter does (the table is the core's, and
+/// integration/tests/exempt.rs sends it to Envoy): parsed by the grammar, never by prefix.
+#[test]
+fn check_decides_probe_authorities_by_the_grammar() {
+    use loopback_guard_core::testing::{ProbeAuthority, PROBE_AUTHORITIES, PROBE_CONFIG};
+    let files = Files::new();
+    let config = files.write("probe.json", PROBE_CONFIG);
+    for (raw, expected) in PROBE_AUTHORITIES {
+        let args =
+            ["check", "--no-cert", "--config", path(&config), "--path", "/healthz", "--authority", raw];
+        let output = run(&args);
+        let stdout = text(&output.stdout);
+        let logged: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        let (code, decision, reason, why) = match expected {
+            ProbeAuthority::Admitted => (0, "allow", "exempt", None),
+            ProbeAuthority::Unparsed => {
+                (1, "deny", "no_client_certificate", Some("does not parse as host[:port]"))
+            }
+            ProbeAuthority::Unlisted => (1, "deny", "no_client_certificate", Some("neither a loopback host")),
+        };
+        assert_eq!(output.status.code(), Some(code), "{raw:?}: {stdout}");
+        assert_eq!(
+            (logged["decision"].as_str(), logged["reason"].as_str()),
+            (Some(decision), Some(reason)),
+            "{raw:?}"
+        );
+        if let Some(why) = why {
+            let detail = logged["detail"].as_str().unwrap_or_default();
+            assert!(
+                detail.starts_with("exempt path, but its authority") && detail.contains(why),
+                "{raw:?}: {detail}"
+            );
+        }
+    }
+    // An entry that is itself no authority is refused, naming it, as Envoy would refuse it.
+    let bad = files
+        .write("bad.json", r#"{"exempt_paths":["/healthz"],"exempt_authorities":["probe.local:1@evil"]}"#);
+    let output = run(&["config", "validate", path(&bad)]);
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains(r#"exempt_authorities[0]: "probe.local:1@evil" must be an authority, host or host:port: it has userinfo"#),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn check_shows_why_at_the_deciding_step() {
     let files = Files::new();

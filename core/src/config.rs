@@ -8,6 +8,7 @@ use std::fmt;
 use serde::de::IntoDeserializer;
 use serde::{Deserialize, Deserializer};
 
+use crate::authority::Authority;
 use crate::identity::{SpiffeId, TrustDomain};
 
 /// Used when neither the configuration nor the VM environment names a trust domain.
@@ -361,18 +362,15 @@ fn exempt_path(field: &str, raw: &str) -> Result<String, ConfigError> {
     Ok(raw.to_owned())
 }
 
-/// `host` or `host:port`, compared lowercase with the request's `:authority`.
+/// `host` or `host:port` by the grammar of [`crate::authority`], kept lowercase; a request's
+/// authority is compared with it after parsing both.
 fn exempt_authority(field: &str, raw: &str) -> Result<String, ConfigError> {
-    let ok = !raw.is_empty()
-        && raw.len() <= 255
-        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
-    if !ok {
-        return Err(ConfigError::new(
-            field,
-            format!("{raw:?} must be a host or host:port (letters, digits, '-', '.', '_', ':', '[', ']')"),
-        ));
+    match Authority::parse(raw) {
+        Ok(_) => Ok(raw.to_ascii_lowercase()),
+        Err(e) => {
+            Err(ConfigError::new(field, format!("{raw:?} must be an authority, host or host:port: {e}")))
+        }
     }
-    Ok(raw.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -564,6 +562,30 @@ mod tests {
             ("authority", r#"{"exempt_authorities":["a b"]}"#, "exempt_authorities[0]", "host or host:port"),
             ("empty authority", r#"{"exempt_authorities":[""]}"#, "exempt_authorities[0]", "host"),
             ("authority path", r#"{"exempt_authorities":["a/b"]}"#, "exempt_authorities[0]", "host"),
+            (
+                "authority userinfo",
+                r#"{"exempt_authorities":["ok.local","p.local:1@evil"]}"#,
+                "exempt_authorities[1]",
+                "userinfo",
+            ),
+            (
+                "authority port",
+                r#"{"exempt_authorities":["p.local:x.evil"]}"#,
+                "exempt_authorities[0]",
+                "port",
+            ),
+            (
+                "authority after ]",
+                r#"{"exempt_authorities":["[::1].evil"]}"#,
+                "exempt_authorities[0]",
+                "IPv6",
+            ),
+            (
+                "authority empty port",
+                r#"{"exempt_authorities":["p.local:"]}"#,
+                "exempt_authorities[0]",
+                "port",
+            ),
             ("field bytes low", r#"{"log_field_max_bytes":8}"#, "log_field_max_bytes", "from 32 to 8192"),
             ("field bytes type", r#"{"log_field_max_bytes":"9"}"#, "log_field_max_bytes", "expected u64"),
             ("lines zero", r#"{"log_lines_per_second":0}"#, "log_lines_per_second", "from 1 to 10000"),

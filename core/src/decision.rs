@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 
+use crate::authority::Authority;
 use crate::cache::{ById, CertCache, Checked};
 use crate::config::{Mode, Policy};
 use crate::engine::{Level, Notice};
@@ -559,26 +560,18 @@ fn not_a_probe(host: &impl Host, authorities: &[String]) -> Result<Option<&'stat
     if has_length || host.request_header("transfer-encoding")?.is_some() {
         return Ok(Some("it announces a body"));
     }
-    let authority = host.request_header(":authority")?.unwrap_or_default().to_ascii_lowercase();
-    if !(is_loopback_authority(&authority)
-        || authorities.iter().any(|a| *a == authority || *a == host_of(&authority)))
-    {
+    let Some(raw) = host.request_header(":authority")? else { return Ok(Some("it names no authority")) };
+    // By the grammar, never by prefix: `localhost:1@evil.example` is no loopback authority.
+    let authority = match Authority::parse(&raw) {
+        Ok(authority) => authority,
+        Err(_) => return Ok(Some("its authority does not parse as host[:port]")),
+    };
+    let listed =
+        || authorities.iter().filter_map(|entry| Authority::parse(entry).ok()).any(|e| authority.is(&e));
+    if !(authority.is_loopback() || listed()) {
         return Ok(Some("its authority is neither a loopback host nor in exempt_authorities"));
     }
     Ok(None)
-}
-
-/// The host part of an authority: `[::1]:80` -> `::1`, `localhost:8080` -> `localhost`.
-fn host_of(authority: &str) -> &str {
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split_once(']').map_or(rest, |(host, _)| host);
-    }
-    authority.rsplit_once(':').map_or(authority, |(host, _)| host)
-}
-
-fn is_loopback_authority(authority: &str) -> bool {
-    let host = host_of(authority);
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 /// Step 2: the peer address as text (bytes that are not UTF-8 replaced).
@@ -671,7 +664,9 @@ fn peer_certificate_der(host: &impl Host, digest: Option<&str>) -> Result<Vec<u8
 mod tests {
     use super::*;
     use crate::test_case;
-    use crate::testing::{url_encode, CertBuilder, FakeHost, FAKE_NOW as NOW};
+    use crate::testing::{
+        url_encode, CertBuilder, FakeHost, ProbeAuthority, FAKE_NOW as NOW, PROBE_AUTHORITIES, PROBE_CONFIG,
+    };
 
     const APP: &str = "spiffe://cluster.local/ns/shop/sa/app";
     const ROGUE: &str = "spiffe://cluster.local/ns/shop/sa/rogue";
@@ -1167,6 +1162,27 @@ mod tests {
                 Some("authority"),
             ),
         ];
+        // Every authority of the shared table, under its own configuration.
+        for (raw, expected) in PROBE_AUTHORITIES {
+            let host = probe()
+                .with_header(":authority", raw)
+                .with_header(":path", "/healthz")
+                .with_property(property::SOURCE_ADDRESS, "127.0.0.1:4000")
+                .with_property(property::MTLS, [0]);
+            let decision = guard(PROBE_CONFIG).decide(&host);
+            let detail = decision.detail.clone().unwrap_or_default();
+            match expected {
+                ProbeAuthority::Admitted => assert_eq!(decision.reason, Reason::Exempt, "{raw:?}: {detail}"),
+                ProbeAuthority::Unparsed | ProbeAuthority::Unlisted => {
+                    let why = match expected {
+                        ProbeAuthority::Unparsed => "its authority does not parse as host[:port]",
+                        _ => "its authority is neither a loopback host nor in exempt_authorities",
+                    };
+                    assert_eq!(decision.reason, Reason::NoClientCertificate, "{raw:?}");
+                    assert_eq!(detail, format!("exempt path, but {why}: checked in full"), "{raw:?}");
+                }
+            }
+        }
         for (name, host, reason, why) in cases {
             let host = host
                 .with_header(":path", "/healthz")

@@ -7,6 +7,7 @@
 // Test tables are tuples of many columns; naming each tuple type would not help the reader.
 #![cfg_attr(test, allow(clippy::type_complexity))]
 
+pub mod authority;
 pub mod cache;
 pub mod config;
 pub mod decision;

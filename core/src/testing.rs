@@ -346,3 +346,66 @@ mod tests {
         }
     }
 }
+
+/// What the guard makes of a probe's authority (see [`PROBE_AUTHORITIES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeAuthority {
+    /// A loopback host or an `exempt_authorities` entry: the probe is exempt.
+    Admitted,
+    /// Not an authority by the grammar (`crate::authority`): checked in full.
+    Unparsed,
+    /// An authority, but neither loopback nor listed: checked in full.
+    Unlisted,
+}
+
+/// The plugin configuration [`PROBE_AUTHORITIES`] is decided under.
+pub const PROBE_CONFIG: &str =
+    r#"{"exempt_paths":["/healthz"],"exempt_authorities":["probe.local","health.local:8080"]}"#;
+
+/// Authorities of a bodiless `GET /healthz` without a certificate under [`PROBE_CONFIG`], and
+/// what each must come to. One table for the core, the command and the filter in Envoy. The
+/// first seven were admitted as loopback before issue 17 (a probe could reach a wildcard
+/// virtual host such as `*.evil.example` without any identity).
+pub const PROBE_AUTHORITIES: &[(&str, ProbeAuthority)] = {
+    use ProbeAuthority::*;
+    &[
+        ("localhost:80@api.evil.example", Unparsed),
+        ("127.0.0.1:1@api.evil.example", Unparsed),
+        ("localhost:x.evil.example", Unparsed),
+        ("[::1].evil.example", Unparsed),
+        ("[::1]@api.evil.example", Unparsed),
+        ("probe.local:x.evil.example", Unparsed),
+        ("probe.local:1@api.evil.example", Unparsed),
+        ("health.local:8080@x.evil.example", Unparsed),
+        ("localhost:80:80", Unparsed),
+        ("localhost:+80", Unparsed),
+        ("localhost:\u{ff18}\u{ff10}", Unparsed),
+        ("localhost:", Unparsed),
+        ("localhost:99999", Unparsed),
+        ("127.0.0.1%00", Unparsed),
+        ("[::1", Unparsed),
+        ("[::1]x.evil.example", Unparsed),
+        ("localhost,x.evil.example", Unparsed),
+        ("l\u{f6}calhost", Unparsed),
+        ("127.1", Unlisted),
+        ("0x7f.0.0.1", Unlisted),
+        ("localhost.", Unlisted),
+        ("x.localhost", Unlisted),
+        ("localhost.evil.example", Unlisted),
+        ("127.0.0.1.evil.example", Unlisted),
+        ("probe.local.evil.example", Unlisted),
+        ("health.local:80", Unlisted),
+        ("db.demo.svc.cluster.local", Unlisted),
+        ("localhost", Admitted),
+        ("localhost:8080", Admitted),
+        ("LOCALHOST", Admitted),
+        ("127.0.0.1", Admitted),
+        ("127.0.0.2:16443", Admitted),
+        ("[::1]:80", Admitted),
+        ("[::1]", Admitted),
+        ("[::ffff:127.0.0.1]:80", Admitted),
+        ("probe.local", Admitted),
+        ("Probe.Local:9", Admitted),
+        ("health.local:8080", Admitted),
+    ]
+};

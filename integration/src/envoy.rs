@@ -124,7 +124,14 @@ pub struct Settings {
     /// WebSocket upgrades on the loopback listeners' connection managers, as Istio's own HCMs
     /// have them (the template has none).
     pub websocket_upgrades: bool,
+    /// A virtual host for `*.evil.example` ahead of the template's `*` in the loopback
+    /// listeners' routes, answering [`LOOK_ALIKE_STATUS`] itself: what a request that names
+    /// another service reaches (Istio builds such suffix wildcards for wildcard ServiceEntries).
+    pub look_alike_virtual_host: bool,
 }
+
+/// The status of [`Settings::look_alike_virtual_host`]'s own reply: no other route gives it.
+pub const LOOK_ALIKE_STATUS: u16 = 418;
 
 /// How the strict listener validates client certificates.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,7 +160,14 @@ impl Settings {
             use_remote_address: true,
             accept_untrusted: false,
             websocket_upgrades: false,
+            look_alike_virtual_host: false,
         }
+    }
+
+    /// See [`Settings::look_alike_virtual_host`].
+    pub fn with_look_alike_virtual_host(mut self) -> Self {
+        self.look_alike_virtual_host = true;
+        self
     }
 
     /// See [`Settings::websocket_upgrades`].
@@ -250,6 +264,25 @@ fn customise(mut rendered: String, pki: &Pki, settings: &Settings) -> Result<Str
             "          skip_xff_append: true\n",
             "          skip_xff_append: true\n          upgrade_configs: [{ upgrade_type: websocket }]\n",
             2,
+        )?;
+    }
+    if settings.look_alike_virtual_host {
+        // One route config, shared by both loopback listeners through a YAML anchor.
+        let vhost = [
+            "            virtual_hosts:",
+            "            - name: look_alike",
+            "              domains: [\"*.evil.example\"]",
+            "              routes:",
+            "              - match: { prefix: \"/\" }",
+            &format!("                direct_response: {{ status: {LOOK_ALIKE_STATUS} }}"),
+            "",
+        ]
+        .join("\n");
+        rendered = replace_exactly(
+            &rendered,
+            "            virtual_hosts:\n            - name: all\n",
+            &format!("{vhost}            - name: all\n"),
+            1,
         )?;
     }
     match &settings.validator {
