@@ -7,7 +7,7 @@ SHELL := /bin/bash
 WASM := dist/loopback_guard.wasm
 export LOOPBACK_GUARD_WASM := $(CURDIR)/$(WASM)
 
-.PHONY: setup build test test-unit test-cli test-wasm test-fuzz test-integration test-matrix soak test-deploy test-oci demo image push fuzz bench bench-validate bench-core lint msrv clean istio-manifests test-xds
+.PHONY: setup build test test-unit test-cli test-wasm test-abi test-fuzz test-integration test-matrix soak test-deploy test-oci demo image push fuzz bench bench-validate bench-core lint msrv clean istio-manifests test-xds
 
 setup:
 	scripts/setup.sh
@@ -15,10 +15,10 @@ setup:
 build:
 	scripts/build-wasm.sh
 
-## Every test: the pure core natively and on wasm32, the `loopback-guard` command, a short run of
-## every fuzz target, the filter in a real Envoy (with the command's parity test), the shipped
-## manifests and the OCI round trip.
-test: test-unit test-cli test-wasm test-fuzz test-integration test-deploy test-oci
+## Every test: the pure core natively and on wasm32, the `loopback-guard` command, the built
+## module under a mock host, a short run of every fuzz target, the filter in a real Envoy (with
+## the command's parity test), the shipped manifests and the OCI round trip.
+test: test-unit test-cli test-wasm test-abi test-fuzz test-integration test-deploy test-oci
 
 test-unit:
 	scripts/setup.sh rust
@@ -32,6 +32,13 @@ test-cli:
 
 test-wasm:
 	scripts/test-wasm.sh
+
+## The built module under a mock proxy-wasm host (abi-host/, the wasmi interpreter): host calls
+## answered with non-OK statuses, odd property bytes and a truncated header map; the module must
+## deny with 403 and a reason, or refuse the configuration, and never trap.
+test-abi: build
+	scripts/setup.sh rust
+	cargo test --locked -p loopback-guard-abi-host
 
 test-integration: build
 	scripts/setup.sh integration

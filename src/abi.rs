@@ -1,9 +1,11 @@
-//! The proxy-wasm ABI calls the filter makes per request, declared here because proxy-wasm
-//! 0.2.5's wrappers panic on any status they do not expect (hostcalls.rs: `set_property`,
-//! `send_http_response`, `increment_metric`, `get_map_value_bytes`, `get_property`,
-//! `get_shared_data`, `set_shared_data`, `get_current_time`), and a panic kills the VM with every
-//! later request on that worker. These return the status instead. (The calls made at configure
-//! time and by the timer, `get_buffer`, `define_metric`, `set_tick_period`, still use the SDK.)
+//! The proxy-wasm ABI calls the filter makes, declared here because proxy-wasm 0.2.5's wrappers
+//! panic on any status they do not expect (hostcalls.rs: `set_property`, `send_http_response`,
+//! `increment_metric`, `get_map_value_bytes`, `get_property`, `get_shared_data`,
+//! `set_shared_data`, `get_current_time`, and at configure time `get_buffer`, `define_metric`,
+//! `set_tick_period`), and a panic kills the VM with every later request on that worker. These
+//! return the status instead. The mock-host tier (abi-host/tests/abi.rs) runs the built module
+//! against hosts that answer each of them with errors and checks that it never traps. (Only
+//! `proxy_log` still goes through the SDK, whose logger carries `log::info!` and friends.)
 #![allow(unsafe_code)] // The ABI is a C interface: calling it is unsafe by definition.
 
 use std::ptr::{null, null_mut};
@@ -54,12 +56,24 @@ extern "C" {
         cas: u32,
     ) -> u32;
     fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        value: *mut *mut u8,
+        value_size: *mut usize,
+    ) -> u32;
+    fn proxy_define_metric(metric_type: u32, name: *const u8, name_size: usize, metric_id: *mut u32) -> u32;
+    fn proxy_set_tick_period_milliseconds(period_ms: u32) -> u32;
 }
 
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
 const CAS_MISMATCH: u32 = 8;
 const REQUEST_HEADERS: u32 = 0;
+/// The ABI's `BufferType::PluginConfiguration` and `MetricType::Counter`.
+const PLUGIN_CONFIGURATION: u32 = 7;
+const COUNTER: u32 = 0;
 
 /// `Ok` for status 0, any other status as an error naming the call.
 pub fn status(call: &str, status: u32) -> Result<(), HostError> {
@@ -168,6 +182,29 @@ pub fn now_nanos() -> Result<u64, HostError> {
     // SAFETY: the host writes the out-parameter.
     let code = unsafe { proxy_get_current_time_nanoseconds(&mut time) };
     status("clock", code).map(|()| time)
+}
+
+/// The plugin's configuration; `None` when the host has none.
+pub fn plugin_configuration() -> Result<Option<Vec<u8>>, HostError> {
+    let (mut data, mut size) = (null_mut(), 0);
+    // SAFETY: the host writes the two out-parameters.
+    let code = unsafe { proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, usize::MAX, &mut data, &mut size) };
+    returned(code, data, size).map_err(|code| HostError(format!("plugin configuration: status {code}")))
+}
+
+/// Defines a counter; its id.
+pub fn define_counter(name: &str) -> Result<u32, HostError> {
+    let mut id = 0;
+    // SAFETY: the name outlives the call; the host writes the out-parameter.
+    let code = unsafe { proxy_define_metric(COUNTER, name.as_ptr(), name.len(), &mut id) };
+    status(&format!("define_metric {name}"), code).map(|()| id)
+}
+
+/// The root context's timer period (zero stops it).
+pub fn set_tick_period(period: std::time::Duration) -> Result<(), HostError> {
+    let millis = u32::try_from(period.as_millis()).unwrap_or(u32::MAX);
+    // SAFETY: no pointers.
+    status("set_tick_period", unsafe { proxy_set_tick_period_milliseconds(millis) })
 }
 
 /// The ABI's header map: the count, each name's and value's length, then each NUL-terminated.

@@ -1,10 +1,7 @@
-//! [`Host`] and [`Writes`] over the proxy: per-request calls through `crate::abi`, which returns
-//! every status; the configure-time ones through the SDK.
+//! [`Host`] and [`Writes`] over the proxy, through `crate::abi`, which returns every status.
 
 use loopback_guard_core::engine::{Level, Notice, Reply};
 use loopback_guard_core::host::{Host, HostError};
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
 
 use super::Writes;
 use crate::abi;
@@ -67,7 +64,7 @@ impl Writes for ProxyHost {
     }
 
     fn define_counter(&self, name: &str) -> Result<u32, HostError> {
-        hostcalls::define_metric(MetricType::Counter, name).map_err(|status| HostError(format!("{status:?}")))
+        abi::define_counter(name)
     }
 
     fn increment(&self, counter: u32) -> Result<(), HostError> {

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use loopback_guard_core::engine::{Level, Notice};
 use loopback_guard_core::host::Host;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType};
+use proxy_wasm::types::ContextType;
 
 use super::apply::{configure, on_tick, Counters, Shared};
 use super::host::ProxyHost;
 use super::http::Http;
 use super::Writes;
+use crate::abi;
 
 #[derive(Default)]
 pub struct Root {
@@ -32,10 +32,10 @@ impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let host = ProxyHost::default();
         self.counters.get_or_insert_with(|| Rc::new(Counters::define(&host)));
-        let config = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+        let config = match abi::plugin_configuration() {
             Ok(config) => config.unwrap_or_default(),
-            Err(status) => {
-                let text = format!("loopback-guard: cannot read the plugin configuration: {status:?}");
+            Err(e) => {
+                let text = format!("loopback-guard: cannot read the plugin configuration: {e}");
                 host.log(&Notice::new(Level::Error, text));
                 return false;
             }
@@ -49,10 +49,10 @@ impl RootContext for Root {
         // The summary of held-back lines is written from the timer, so it comes even when the
         // requests stop.
         let tick = Duration::from_secs(engine.summary_period_seconds());
-        if let Err(status) = hostcalls::set_tick_period(tick) {
+        if let Err(e) = abi::set_tick_period(tick) {
             host.log(&Notice::new(
                 Level::Error,
-                format!("loopback-guard: cannot set the log summary timer: {status:?}"),
+                format!("loopback-guard: cannot set the log summary timer: {e}"),
             ));
         }
         self.shared = Some(Rc::new(Shared { engine: RefCell::new(engine) }));
