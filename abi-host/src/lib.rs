@@ -97,6 +97,8 @@ impl Host {
 
 /// The ABI's header map serialisation (proxy-wasm-cpp-host at 52a0291, src/pairs_util.cc): the count,
 /// each name's and value's length (32-bit little-endian), then each NUL-terminated.
+/// Written here apart from the module's own `serialize_map` (src/abi.rs) on purpose: the host's
+/// side of the format checks the module's reader, and cannot share its mistakes.
 pub fn serialize_map(pairs: &[(String, String)]) -> Vec<u8> {
     let length = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
     let mut bytes = length(pairs.len()).to_vec();
