@@ -232,7 +232,7 @@ pub(crate) fn read_configs(path: &Path) -> Result<Vec<ConfigText>, Failure> {
 /// The filter's own summary of a policy, as it logs `configured: ...` at start, with the
 /// configured principal where there is one.
 pub(crate) fn policy_summary(policy: &Policy) -> String {
-    let summary = loopback_guard_core::engine::summary(policy);
+    let summary = loopback_guard_core::engine::configured_line(policy);
     match &policy.principal {
         Some(principal) => format!("{summary} principal={principal}"),
         None => summary,
