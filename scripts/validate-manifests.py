@@ -9,8 +9,9 @@ the rendering for Istio 1.26-1.29: a WasmPlugin) and deploy/istio/istio-1.30-and
 deploy/istio's demo-app.yaml and backend.yaml (Istio 1.30+: a TrafficExtension); that both are
 what `loopback-guard istio render` renders (cli/src/istio.rs, driven through
 scripts/istio-manifests.py); and a fresh rendering for every supported Istio version 1.26 to 1.31
-(and the translated-WasmPlugin variant on 1.30+), each through checks 1 and 2; and that the
-renderer refuses the versions on either side (1.25, 1.32).
+(and the translated-WasmPlugin variant on 1.30+), each through checks 1 and 2 and against that
+version's own CRDs (deploy/istio/testdata/istio-crds-by-version.yaml, from each minor's
+crd-all.gen.yaml); and that the renderer refuses the versions on either side (1.25, 1.32).
 
 1. Every Kubernetes manifest (or the FILEs given) is validated:
    Istio kinds against the openAPIV3Schema of their kind and version in
@@ -122,6 +123,29 @@ def load_crd_schemas():
     with open(os.path.join(SCHEMAS, "istio-crds.yaml")) as f:
         for crd in yaml.safe_load_all(f):
             if not crd or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+            for version in crd["spec"]["versions"]:
+                if version.get("served", True):
+                    schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+CRDS_BY_VERSION = os.path.join(ROOT, "deploy", "istio", "testdata", "istio-crds-by-version.yaml")
+ISTIO_KINDS = ("WasmPlugin", "EnvoyFilter", "TrafficExtension")
+
+
+@functools.cache
+def load_crd_schemas_of(minor):
+    """The schemas of the Istio kinds as Istio 1.<minor> itself defines them (its own
+    crd-all.gen.yaml, deploy/istio/testdata/istio-crds-by-version.yaml)."""
+    schemas = {}
+    with open(CRDS_BY_VERSION) as f:
+        for crd in yaml.safe_load_all(f):
+            if not crd or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            versions = crd["metadata"]["annotations"]["loopback-guard.invalid/istio-versions"].split()
+            if f"1.{minor}" not in versions:
                 continue
             group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
             for version in crd["spec"]["versions"]:
@@ -824,6 +848,41 @@ def check_renderings():
             found += got
         else:
             ok(f"{label}: {', '.join(sorted(files))} valid and consistent")
+        # The same rendering against that version's own CRDs: a field or a kind 1.<minor>
+        # does not know (a TrafficExtension before 1.30, an enum value added later) is refused.
+        own = load_crd_schemas_of(minor)
+        before = len(problems)
+        istio_docs = [(w, d) for w, d in docs if d.get("kind") in ISTIO_KINDS]
+        for where, doc in istio_docs:
+            if (doc.get("apiVersion"), doc.get("kind")) not in own:
+                problem(where, f"Istio 1.{minor} defines no {doc.get('kind')} {doc.get('apiVersion')}")
+            else:
+                validate_manifest(f"{where} (Istio 1.{minor}'s CRD)", doc, own)
+        if len(problems) == before:
+            ok(f"{label}: {', '.join(sorted(d['kind'] for _, d in istio_docs))} valid against Istio 1.{minor}'s own CRDs")
+        else:
+            found += problems[before:]
+            del problems[before:]
+    # Per-version CRDs can fail: 1.29 defines no TrafficExtension.
+    extension = [(n, d) for n, t in (("extension 1.31", render.render(f"1.{FAMILY_B}")["trafficextension.yaml"]),)
+                 for d in yaml.safe_load_all(t) if d]
+    if (extension[0][1]["apiVersion"], "TrafficExtension") in load_crd_schemas_of(FAMILY_A):
+        found.append("Istio 1.29's own CRDs define a TrafficExtension (new in 1.30): wrong CRD file")
+    else:
+        ok("Istio 1.29's own CRDs have no TrafficExtension: a 1.31 rendering would be refused there")
+    # And a field value: failStrategy FAIL_RELOAD is new in 1.27's WasmPlugin CRD.
+    reload_plugin = yaml.safe_load(render.render(f"1.{FAMILY_A}")["wasmplugin.yaml"])
+    reload_plugin["spec"]["failStrategy"] = "FAIL_RELOAD"
+    verdicts = []
+    for minor in (26, 27):
+        before = len(problems)
+        validate_manifest("FAIL_RELOAD", reload_plugin, load_crd_schemas_of(minor))
+        verdicts.append(len(problems) > before)
+        del problems[before:]
+    if verdicts == [True, False]:
+        ok("failStrategy FAIL_RELOAD: refused by Istio 1.26's WasmPlugin CRD, accepted by 1.27's")
+    else:
+        found.append(f"failStrategy FAIL_RELOAD against 1.26/1.27's CRDs: refused {verdicts}, expected [True, False]")
     # The defect this guards against: a listener rendered for 1.26-1.29 asks 1.30+ for a name
     # its istiod never serves.
     old = render.render(f"1.{FAMILY_A}")
