@@ -178,7 +178,7 @@ mod cases {
         let minor = minor(istio_version);
         let ecds_name = &rendered.listener_filter;
         let plugin_name = istiod_plugin_name(minor, &rendered.kind, &rendered.namespace, &rendered.name);
-        // One config the module refused (NACKed), then one accepted. Seen on Envoy 1.40.0:
+        // One config the module refused (NACKed), then one accepted. Seen on Envoy 1.36.4, 1.38.2, 1.40.0:
         // config_reload 2 (the refused one counts there too), config_fail 1, update_rejected 1,
         // update_success 1; with one accepted config alone config_reload is 1 (the translated
         // case below). So a NACK shows in config_fail / update_rejected, not in config_reload.
