@@ -7,8 +7,11 @@
 Without FILEs it checks both families of Istio manifests: deploy/istio/*.yaml (the sources, and
 the rendering for Istio 1.26-1.29: a WasmPlugin) and deploy/istio/istio-1.30-and-later/ with
 deploy/istio's demo-app.yaml and backend.yaml (Istio 1.30+: a TrafficExtension); that both are
-what scripts/istio-manifests.py renders; and a fresh rendering for every supported Istio version
-(and the translated-WasmPlugin variant on 1.30+), each through checks 1 and 2.
+what `loopback-guard istio render` renders (cli/src/istio.rs, driven through
+scripts/istio-manifests.py); and a fresh rendering for every supported Istio version 1.26 to 1.31
+(and the translated-WasmPlugin variant on 1.30+), each through checks 1 and 2 and against that
+version's own CRDs (deploy/istio/testdata/istio-crds-by-version.yaml, from each minor's
+crd-all.gen.yaml); and that the renderer refuses the versions on either side (1.25, 1.32).
 
 1. Every Kubernetes manifest (or the FILEs given) is validated:
    Istio kinds against the openAPIV3Schema of their kind and version in
@@ -75,8 +78,11 @@ ROUTER = "envoy.filters.http.router"
 # WasmPlugins (pilot/pkg/model/extensions.go, WasmPluginResourceNamePrefix); 1.30+ serve only
 # TrafficExtensions, a WasmPlugin as the TrafficExtension "<name>~istio-translated-wasmplugin"
 # (pilot/pkg/networking/core/extension_config_builder.go, pilot/pkg/config/kube/extensions/
-# translate.go). Kept apart from scripts/istio-manifests.py on purpose: each checks the other.
+# translate.go; read at 1.26.0 to 1.29.6, 1.30.0 to 1.31.0-rc.0 and master 86c9f01). Kept apart
+# from the renderer (cli/src/istio.rs) on purpose: each checks the other.
 ISTIO_VERSIONS = range(26, 32)
+# Just outside: 1.25 (misspelt prefix) and 1.32 (newer than the newest tag read) must be refused.
+REFUSED_VERSIONS = ("1.25", "1.32", "1.32.0-alpha.0")
 FAMILY_A, FAMILY_B = 29, 31  # the checked-in examples: deploy/istio/, deploy/istio/istio-1.30-and-later/
 FAMILY_B_DIR = os.path.join(ROOT, "deploy", "istio", "istio-1.30-and-later")
 
@@ -117,6 +123,29 @@ def load_crd_schemas():
     with open(os.path.join(SCHEMAS, "istio-crds.yaml")) as f:
         for crd in yaml.safe_load_all(f):
             if not crd or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+            for version in crd["spec"]["versions"]:
+                if version.get("served", True):
+                    schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+CRDS_BY_VERSION = os.path.join(ROOT, "deploy", "istio", "testdata", "istio-crds-by-version.yaml")
+ISTIO_KINDS = ("WasmPlugin", "EnvoyFilter", "TrafficExtension")
+
+
+@functools.cache
+def load_crd_schemas_of(minor):
+    """The schemas of the Istio kinds as Istio 1.<minor> itself defines them (its own
+    crd-all.gen.yaml, deploy/istio/testdata/istio-crds-by-version.yaml)."""
+    schemas = {}
+    with open(CRDS_BY_VERSION) as f:
+        for crd in yaml.safe_load_all(f):
+            if not crd or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            versions = crd["metadata"]["annotations"]["loopback-guard.invalid/istio-versions"].split()
+            if f"1.{minor}" not in versions:
                 continue
             group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
             for version in crd["spec"]["versions"]:
@@ -798,13 +827,17 @@ def check_renderings():
     for minor, directory in ((FAMILY_A, os.path.join(ROOT, "deploy", "istio")), (FAMILY_B, FAMILY_B_DIR)):
         diff = render.check(render.render(f"1.{minor}"), directory)
         if diff:
-            found += [f"{rel(directory)}: {d} (run scripts/istio-manifests.py for 1.{minor} and commit it)" for d in diff]
+            found += [f"{rel(directory)}: {d} (run make istio-manifests ISTIO_VERSION=1.{minor} and copy it, then commit)" for d in diff]
         else:
             ok(f"{rel(directory)} is the rendering for Istio 1.{minor}")
     variants = [(m, None) for m in ISTIO_VERSIONS] + [(m, "wasmplugin") for m in ISTIO_VERSIONS if m >= 30]
-    if sorted(render.SUPPORTED) != list(ISTIO_VERSIONS):
-        found.append(f"scripts/istio-manifests.py supports {sorted(render.SUPPORTED)}, this validator "
-                     f"{list(ISTIO_VERSIONS)}: add a new version to both")
+    for version in REFUSED_VERSIONS:
+        try:
+            render.render(version)
+            found.append(f"the renderer accepted Istio {version}, which this validator does not know: "
+                         "add a new version to both (docs/istio.md, Adding a newer Istio)")
+        except render.RenderError as err:
+            ok(f"the renderer refuses Istio {version}: {str(err)[:70]}...")
     for minor, resource in variants:
         label = f"rendered for Istio 1.{minor}{' (WasmPlugin, translated name)' if resource else ''}"
         files = render.render(f"1.{minor}", resource)
@@ -815,6 +848,41 @@ def check_renderings():
             found += got
         else:
             ok(f"{label}: {', '.join(sorted(files))} valid and consistent")
+        # The same rendering against that version's own CRDs: a field or a kind 1.<minor>
+        # does not know (a TrafficExtension before 1.30, an enum value added later) is refused.
+        own = load_crd_schemas_of(minor)
+        before = len(problems)
+        istio_docs = [(w, d) for w, d in docs if d.get("kind") in ISTIO_KINDS]
+        for where, doc in istio_docs:
+            if (doc.get("apiVersion"), doc.get("kind")) not in own:
+                problem(where, f"Istio 1.{minor} defines no {doc.get('kind')} {doc.get('apiVersion')}")
+            else:
+                validate_manifest(f"{where} (Istio 1.{minor}'s CRD)", doc, own)
+        if len(problems) == before:
+            ok(f"{label}: {', '.join(sorted(d['kind'] for _, d in istio_docs))} valid against Istio 1.{minor}'s own CRDs")
+        else:
+            found += problems[before:]
+            del problems[before:]
+    # Per-version CRDs can fail: 1.29 defines no TrafficExtension.
+    extension = [(n, d) for n, t in (("extension 1.31", render.render(f"1.{FAMILY_B}")["trafficextension.yaml"]),)
+                 for d in yaml.safe_load_all(t) if d]
+    if (extension[0][1]["apiVersion"], "TrafficExtension") in load_crd_schemas_of(FAMILY_A):
+        found.append("Istio 1.29's own CRDs define a TrafficExtension (new in 1.30): wrong CRD file")
+    else:
+        ok("Istio 1.29's own CRDs have no TrafficExtension: a 1.31 rendering would be refused there")
+    # And a field value: failStrategy FAIL_RELOAD is new in 1.27's WasmPlugin CRD.
+    reload_plugin = yaml.safe_load(render.render(f"1.{FAMILY_A}")["wasmplugin.yaml"])
+    reload_plugin["spec"]["failStrategy"] = "FAIL_RELOAD"
+    verdicts = []
+    for minor in (26, 27):
+        before = len(problems)
+        validate_manifest("FAIL_RELOAD", reload_plugin, load_crd_schemas_of(minor))
+        verdicts.append(len(problems) > before)
+        del problems[before:]
+    if verdicts == [True, False]:
+        ok("failStrategy FAIL_RELOAD: refused by Istio 1.26's WasmPlugin CRD, accepted by 1.27's")
+    else:
+        found.append(f"failStrategy FAIL_RELOAD against 1.26/1.27's CRDs: refused {verdicts}, expected [True, False]")
     # The defect this guards against: a listener rendered for 1.26-1.29 asks 1.30+ for a name
     # its istiod never serves.
     old = render.render(f"1.{FAMILY_A}")

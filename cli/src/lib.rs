@@ -3,6 +3,7 @@
 //! - `check`: what the filter decides for a certificate, step by step, and the line it logs.
 //! - `config validate`: the error Envoy's log would show for a configuration, or its summary.
 //! - `explain-log`: the decision lines of an Envoy log, summed up.
+//! - `istio render`: the Istio manifests for one Istio version ([`istio`]).
 //!
 //! Every decision is made by `loopback-guard-core`, the code the module runs; [`host`] describes
 //! the request as Envoy 1.40 would. [`run`] is the whole command, so tests and the demo call it
@@ -21,6 +22,7 @@ mod check;
 pub mod explain;
 mod explain_log;
 pub mod host;
+pub mod istio;
 pub mod manifest;
 mod style;
 
@@ -66,6 +68,11 @@ enum Command {
     },
     /// Sum up the decision lines of an Envoy (or `kubectl logs`) log.
     ExplainLog(ExplainArgs),
+    /// Istio manifests for one Istio version.
+    Istio {
+        #[command(subcommand)]
+        command: istio::IstioCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -187,6 +194,7 @@ where
         Command::Check(args) => check::run(args, json, io),
         Command::Config { command: ConfigCommand::Validate(args) } => validate(args, json, io),
         Command::ExplainLog(args) => explain_log::run(args, json, io),
+        Command::Istio { command } => istio::run(command, io),
     };
     match result {
         Ok(code) => code,

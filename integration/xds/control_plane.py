@@ -74,15 +74,42 @@ WILDCARD = "*"
 BACKEND = "backend.demo.svc.cluster.local"
 
 
-def istiod_ecds_name(minor, kind, namespace, name):
-    """The name Istio 1.<minor>'s istiod serves a plugin resource under (fact 1 of issue 8):
-    extensions.istio.io/wasmplugin/<ns>.<name> up to 1.29 (WasmPluginResourceNamePrefix);
-    from 1.30 only extensions.istio.io/trafficextension/<ns>.<name>, a WasmPlugin as the
-    TrafficExtension <name>~istio-translated-wasmplugin."""
+# What istiod serves, read in istio/istio per tag (docs/istio.md, Istio versions):
+# - the ECDS resource name: WasmPluginResourceNamePrefix + "<ns>.<name>" up to 1.29
+#   (pilot/pkg/model/extensions.go at 1.26.0 ... 1.29.6); from 1.30 only
+#   TrafficExtensionResourceNamePrefix + "<ns>.<name>" (extensions.go, convertToTrafficExtensionWrapper,
+#   and BuildExtensionConfiguration in pilot/pkg/networking/core/extension_config_builder.go at
+#   1.30.0 ... 1.31.0-rc.0 and master 86c9f01), a WasmPlugin being the TrafficExtension
+#   "<name>~istio-translated-wasmplugin" (syntheticMarker, pilot/pkg/config/kube/extensions/translate.go);
+# - the Wasm PluginConfig's own name: "<ns>.<name>" of that resource (extensions.go, buildWasmConfig /
+#   the TrafficExtension's wasm config), so "<ns>.<name>~istio-translated-wasmplugin" when translated;
+# - the agent's hints in the VM's environment (pkg/model/wasm.go, the same at every tag 1.26.0 ...
+#   master): ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION (always set, the resource's resourceVersion),
+#   ISTIO_META_WASM_IMAGE_PULL_POLICY (when a policy is set), ISTIO_META_WASM_IMAGE_PULL_SECRET
+#   (when a pull secret is set); istio-agent reads and strips them (pkg/wasm/convert.go, rewriteVMConfig).
+WASM_PLUGIN_PREFIX = "extensions.istio.io/wasmplugin/"
+TRAFFIC_EXTENSION_PREFIX = "extensions.istio.io/trafficextension/"
+TRANSLATED_MARKER = "~istio-translated-wasmplugin"
+RESOURCE_VERSION_ENV = "ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION"
+PULL_POLICY_ENV = "ISTIO_META_WASM_IMAGE_PULL_POLICY"
+PULL_SECRET_ENV = "ISTIO_META_WASM_IMAGE_PULL_SECRET"
+
+
+def istiod_resource_name(minor, kind, name):
+    """The name of the resource istiod of Istio 1.<minor> serves for a `kind` called `name`
+    (None: that version serves no such kind by name)."""
     if minor < 30:
-        return f"extensions.istio.io/wasmplugin/{namespace}.{name}" if kind == "WasmPlugin" else None
-    marker = "~istio-translated-wasmplugin" if kind == "WasmPlugin" else ""
-    return f"extensions.istio.io/trafficextension/{namespace}.{name}{marker}"
+        return name if kind == "WasmPlugin" else None
+    return name + TRANSLATED_MARKER if kind == "WasmPlugin" else name
+
+
+def istiod_ecds_name(minor, kind, namespace, name):
+    """The ECDS name Istio 1.<minor>'s istiod serves a plugin resource under."""
+    served = istiod_resource_name(minor, kind, name)
+    if served is None:
+        return None
+    prefix = WASM_PLUGIN_PREFIX if minor < 30 else TRAFFIC_EXTENSION_PREFIX
+    return f"{prefix}{namespace}.{served}"
 
 
 def to_any(message):
@@ -180,14 +207,17 @@ class Istiod:
         fields = self.wasm_fields()
         meta = self.plugin["metadata"]
         env = fields.get("vmConfig", {}).get("env", [])
-        key_values = {"ISTIO_META_WASM_RESOURCE_VERSION": "1"}
+        key_values = {RESOURCE_VERSION_ENV: str(meta.get("resourceVersion", "1"))}
         if fields.get("imagePullPolicy"):
-            key_values["ISTIO_META_WASM_IMAGE_PULL_POLICY"] = fields["imagePullPolicy"]
+            key_values[PULL_POLICY_ENV] = fields["imagePullPolicy"]
+        if fields.get("imagePullSecret"):
+            # istiod puts the Secret's dockerconfigjson itself here; none in the test.
+            key_values[PULL_SECRET_ENV] = "{}"
         key_values.update({e["name"]: e.get("value", "") for e in env if e.get("valueFrom", "INLINE") == "INLINE"})
         policy = {"FAIL_CLOSE": "FAIL_CLOSED", "FAIL_OPEN": "FAIL_OPEN", "FAIL_RELOAD": "FAIL_RELOAD"}
         config = fields.get("pluginConfig") if plugin_config is None else plugin_config
         return parse(wasm_pb2.Wasm, {"config": {
-            "name": f"{meta['namespace']}.{meta['name']}",
+            "name": f"{meta['namespace']}.{istiod_resource_name(self.minor, self.plugin['kind'], meta['name'])}",
             "root_id": fields["pluginName"],
             "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                               "value": json.dumps(config, separators=(",", ":"))},
@@ -367,12 +397,15 @@ def handle(command, istiod):
             raise ValueError("no istiod command yet")
         state = command["state"]
         served = {}
+        istiod_form = None
         # istiod answers only names under its version's prefix, for the proxy's own namespace
         # (TrafficExtensionsByName / WasmPluginsByName); what it answers, the agent rewrites.
         with STATE.lock:
             own_namespace = STATE.namespace_seen in (None, server.namespace)
         if state != "withheld" and server.served_name is not None and own_namespace:
             wasm = server.istiod_wasm(command.get("plugin_config"))
+            istiod_form = {"name": wasm.config.name,
+                           "env": sorted(wasm.config.vm_config.environment_variables.key_values)}
             module = command.get("module") if state == "module" else None
             served[server.served_name] = agent_rewrite(server.served_name, wasm, module)
         with STATE.lock:
@@ -384,7 +417,7 @@ def handle(command, istiod):
             requested = set(STATE.subscribed.get(ECDS, []))
         STATE.notify()
         return {"served": sorted(served), "requested": sorted(requested),
-                "delivered": sorted(set(served) & requested)}
+                "delivered": sorted(set(served) & requested), "istiod_form": istiod_form}
     if cmd == "wait_ecds":
         deadline = time.monotonic() + float(command.get("timeout", 10))
         with STATE.lock:
