@@ -25,23 +25,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # --- The engine, or a skip ------------------------------------------------------------------
 # No engine: one line and exit 0, so `make test` runs on a laptop without Docker. Under CI=true a
 # machine with Docker installed must run this test: failing to reach its engine is an error.
-engine_error=
-if ! command -v docker >/dev/null; then
-  engine_error="no docker command"
-elif ! out=$(docker info --format '{{.ServerVersion}}' 2>&1); then
-  engine_error="the Docker Engine is not running or not reachable ($(echo "$out" | tail -n 1))"
-fi
+# shellcheck source=scripts/docker-lib.sh
+source "$ROOT/scripts/docker-lib.sh"
+engine_error=$(docker_engine_problem)
 if [ -n "$engine_error" ]; then
-  installed=
-  if command -v docker >/dev/null || command -v dockerd >/dev/null || [ -S /var/run/docker.sock ]; then installed=1; fi
-  if [ "${CI:-}" = true ] && [ -n "$installed" ]; then
-    die "$engine_error; CI must run this test where Docker is installed"
-  fi
-  echo "test-compose: skipped: $engine_error"
+  docker_skip_or_die test-compose "$engine_error"
   echo "test-compose: 0 passed, 0 failed, 1 skipped"
   exit 0
 fi
-[ "${1:-}" != --preflight ] || { echo "test-compose: engine $out"; exit 0; }
+[ "${1:-}" != --preflight ] || { echo "test-compose: engine $(docker info --format '{{.ServerVersion}}')"; exit 0; }
 
 wasm=${1:-${LOOPBACK_GUARD_WASM:-$ROOT/dist/loopback_guard.wasm}}
 [ -f "$wasm" ] || die "no module at $wasm (run make build)"
@@ -150,7 +142,7 @@ out=$(DOCKER_HOST=$no_engine CI= "$0" --preflight 2>&1) || fail "without an engi
 if out=$(DOCKER_HOST=$no_engine CI=true "$0" --preflight 2>&1); then
   fail "under CI=true an unreachable engine was skipped: $out"
 fi
-echo "$out" | grep -q "CI must run this test" || fail "under CI=true, unclear error: $out"
+echo "$out" | grep -q "CI must run test-compose where Docker is installed" || fail "under CI=true, unclear error: $out"
 ok "no engine: one skip line, exit 0; under CI=true: exit 1, '$(echo "$out" | tail -n 1 | cut -c1-90)...'"
 
 # --- A missing module fails `up` at once -----------------------------------------------------
