@@ -136,7 +136,7 @@ done
 
 # --- No engine: the skip line, and the failure under CI -------------------------------------
 no_engine="unix://$tmp/no-engine.sock"
-out=$(DOCKER_HOST=$no_engine CI= "$0" --preflight 2>&1) || fail "without an engine the test did not skip: $out"
+out=$(DOCKER_HOST=$no_engine CI='' "$0" --preflight 2>&1) || fail "without an engine the test did not skip: $out"
 [ "$(echo "$out" | grep -c '^test-compose: skipped: the Docker Engine is not running')" = 1 ] ||
   fail "without an engine, expected one skip line, got: $out"
 if out=$(DOCKER_HOST=$no_engine CI=true "$0" --preflight 2>&1); then
@@ -306,7 +306,7 @@ for i in 1 2 3; do
   got=$(req "$app" 16443 app)
   code=$(echo "$got" | tail -n 1)
   [ "$code" = 503 ] || fail "backend stopped, request $i: status $code, expected 503 ($(echo "$got" | head -n -1))"
-  sent["allow ok"]=$((${sent["allow ok"]} + 1))
+  sent["allow ok"]=$((sent["allow ok"] + 1))
 done
 ok "compose stop backend: 3 rightful requests, each 503 (no 200 from anywhere)"
 
