@@ -56,7 +56,11 @@ build_base() {
 
 base="loopback-guard-test/debian:$SUITE"
 base_key=$( { echo "$SUITE $PACKAGES"; declare -f build_base debian_mirror; } | sha256sum | cut -d' ' -f1)
-[ "$(label_of "$base")" = "$base_key" ] || build_base "$base" "$base_key"
+old_base=
+if [ "$(label_of "$base")" != "$base_key" ]; then
+  old_base=$(docker image inspect -f '{{.Id}}' "$base" 2>/dev/null || true)
+  build_base "$base" "$base_key"
+fi
 base_id=$(docker image inspect -f '{{.Id}}' "$base")
 
 # build NAME DOCKERFILE FILE...: the image NAME from the base, DOCKERFILE and the FILEs as context.
@@ -85,6 +89,9 @@ envoy_bin=$("$ROOT/scripts/envoy.sh" "$ENVOY_VERSION")
 build "loopback-guard-test/envoy:$ENVOY_VERSION" "$STANDIN/envoy.Dockerfile" "$envoy_bin" "$STANDIN/envoy-entrypoint.sh"
 build loopback-guard-test/http-echo:standin "$STANDIN/http-echo.Dockerfile" "$STANDIN/http-echo.py"
 build loopback-guard-test/curl:standin "$STANDIN/curl.Dockerfile"
+
+# The base it replaced, now that no stand-in is built on it.
+[ -z "$old_base" ] || [ "$old_base" = "$base_id" ] || docker image rm "$old_base" >/dev/null 2>&1 || true
 
 echo "ENVOY_IMAGE=loopback-guard-test/envoy:$ENVOY_VERSION"
 echo "BACKEND_IMAGE=loopback-guard-test/http-echo:standin"
