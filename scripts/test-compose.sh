@@ -98,7 +98,7 @@ cleanup() {
   remove_project "$project-missing" "$tmp/missing"
   remove_project "$project"
   if [ -n "$(leftovers "$project"; leftovers "$project-missing")" ]; then
-    log "error: left behind: $(leftovers "$project"; leftovers "$project-missing" | tr '\n' ' ')"
+    log "error: left behind: $({ leftovers "$project"; leftovers "$project-missing"; } | tr '\n' ' ')"
     rc=1
   fi
   rm -rf "$tmp"
@@ -197,29 +197,38 @@ app_shell() {
 }
 app=$(app_shell 1)
 
-# req CONTAINER PORT CERT: "BODY...\nCODE" of a request to 127.0.0.1:PORT with /certs/CERT.pem
-# (CERT "-": no certificate; a path with a /: that file and its -key.pem); CODE 000: no HTTP.
+# req CONTAINER PORT CERT: a request to 127.0.0.1:PORT with /certs/CERT.pem (CERT "-": none; a
+# path with a /: that file and its -key.pem). Prints the body, then the status (000: no HTTP
+# exchange), then curl's exit status and its error message, each on a line of its own.
 req() {
-  local c=$1 port=$2 cert=$3 args=()
+  local c=$1 port=$2 cert=$3 args=() rc=0
   case "$cert" in
     -) ;;
     */*) args=(--cert "$cert.pem" --key "$cert-key.pem") ;;
     *) args=(--cert "/certs/$cert.pem" --key "/certs/$cert-key.pem") ;;
   esac
-  docker exec "$c" curl -s --max-time 5 --cacert /certs/ca.pem "${args[@]}" \
-    -w '\n%{http_code}' "https://127.0.0.1:$port/" 2>/dev/null || true
+  docker exec "$c" curl -sS --max-time 5 --cacert /certs/ca.pem "${args[@]}" \
+    -w '\n%{http_code}' "https://127.0.0.1:$port/" 2>"$tmp/curl.err" || rc=$?
+  printf '\n%s %s\n' "$rc" "$(head -n 1 "$tmp/curl.err")"
 }
 
 declare -A sent=()
-# expect NAME CONTAINER PORT CERT CODE BODY DECISION: one request, its status and body as wanted;
+# expect NAME CONTAINER PORT CERT CODE BODY DECISION: one request, its status and body as wanted.
+# CODE 000 means turned away by Envoy's TLS: then BODY is not read, and curl must have failed
+# on a TLS alert from Envoy (not on a connection refused, a timeout or its own files).
 # DECISION ("allow ok", "deny REASON" or "none") is counted for the log check.
 expect() {
-  local name=$1 c=$2 port=$3 cert=$4 want_code=$5 want_body=$6 decision=$7 got code body
+  local name=$1 c=$2 port=$3 cert=$4 want_code=$5 want_body=$6 decision=$7 got code body curl_rc
   got=$(req "$c" "$port" "$cert")
-  code=$(echo "$got" | tail -n 1)
-  body=$(echo "$got" | head -n -1)
-  [ "$code" = "$want_code" ] || fail "$name: status $code, expected $want_code (body: $body)"
-  [ "$body" = "$want_body" ] || fail "$name: body '$body', expected '$want_body'"
+  curl_rc=$(echo "$got" | tail -n 1)
+  code=$(echo "$got" | tail -n 2 | head -n 1)
+  body=$(echo "$got" | head -n -2)
+  [ "$code" = "$want_code" ] || fail "$name: status $code, expected $want_code (body: $body; curl: $curl_rc)"
+  if [ "$want_code" = 000 ]; then
+    [[ "$curl_rc" =~ ^(35|56)\ .*alert ]] || fail "$name: not turned away by TLS: curl $curl_rc"
+  else
+    [ "$body" = "$want_body" ] || fail "$name: body '$body', expected '$want_body'"
+  fi
   [ "$decision" = none ] || sent[$decision]=$((${sent[$decision]:-0} + 1))
 }
 
@@ -280,13 +289,13 @@ intruder="$project-intruder"
 docker run -d --name "$intruder" --label "org.loopback-guard.test=$project" --network "container:$envoy_cid" \
   -v "${project}_certs:/certs:ro" -v "$tmp/forged:/forged:ro" --entrypoint sleep "$APP_IMAGE" 600 >/dev/null ||
   fail "could not start a second container in envoy's network namespace"
-expect "intruder, no certificate, strict listener" "$intruder" 16443 - 000 "" none
+expect "intruder, no certificate, strict listener" "$intruder" 16443 - 000 - none
 expect "intruder, no certificate, lenient listener" "$intruder" 16444 - 403 \
   "loopback-guard: denied: no_client_certificate" "deny no_client_certificate"
 expect "intruder, another identity's SVID" "$intruder" 16443 rogue 403 \
   "loopback-guard: denied: principal_mismatch" "deny principal_mismatch"
-expect "intruder, self-signed SVID of the rightful ID" "$intruder" 16443 /forged/app 000 "" none
-expect "intruder, self-signed SVID of the rightful ID, lenient" "$intruder" 16444 /forged/app 000 "" none
+expect "intruder, self-signed SVID of the rightful ID" "$intruder" 16443 /forged/app 000 - none
+expect "intruder, self-signed SVID of the rightful ID, lenient" "$intruder" 16444 /forged/app 000 - none
 ok "a second container in envoy's network namespace: no certificate refused / 403 no_client_certificate, another SVID 403 principal_mismatch, a forged SVID refused"
 
 # --- restart envoy: served again ---------------------------------------------------------------
@@ -303,8 +312,8 @@ ok "compose restart envoy: ready again, rightful 200 with the backend's body"
 compose stop backend >/dev/null 2>&1 || fail "compose stop backend failed"
 for i in 1 2 3; do
   got=$(req "$app" 16443 app)
-  code=$(echo "$got" | tail -n 1)
-  [ "$code" = 503 ] || fail "backend stopped, request $i: status $code, expected 503 ($(echo "$got" | head -n -1))"
+  code=$(echo "$got" | tail -n 2 | head -n 1)
+  [ "$code" = 503 ] || fail "backend stopped, request $i: status $code, expected 503 ($(echo "$got" | head -n -2))"
   sent["allow ok"]=$((sent["allow ok"] + 1))
 done
 ok "compose stop backend: 3 rightful requests, each 503 (no 200 from anywhere)"
@@ -312,14 +321,12 @@ ok "compose stop backend: 3 rightful requests, each 503 (no 200 from anywhere)"
 # --- envoy stopped: nothing admitted -----------------------------------------------------------
 compose stop envoy >/dev/null 2>&1 || fail "compose stop envoy failed"
 got=$(req "$app" 16443 app)
-[ "$(echo "$got" | tail -n 1)" = 000 ] || fail "envoy stopped: the app got an HTTP answer: $got"
-rc=0
-docker exec "$app" curl -s --max-time 5 -o /dev/null "https://127.0.0.1:16443/" 2>/dev/null || rc=$?
-[ "$rc" = 7 ] || fail "envoy stopped: curl exit $rc, expected 7 (connection refused)"
+[ "$(echo "$got" | tail -n 2 | head -n 1)" = 000 ] || fail "envoy stopped: the app got an HTTP answer: $got"
+[[ "$(echo "$got" | tail -n 1)" =~ ^7\  ]] || fail "envoy stopped: expected connection refused (curl 7), got curl $(echo "$got" | tail -n 1)"
 if compose run --rm --no-deps --entrypoint true app >"$tmp/run.log" 2>&1; then
   fail "envoy stopped: a new app container started in its network namespace"
 fi
-ok "envoy stopped: the app's connection refused (curl exit 7); a new app container cannot start ($(tail -n 1 "$tmp/run.log" | cut -c1-100))"
+ok "envoy stopped: the app's connection refused (curl 7); a new app container cannot start ($(tail -n 1 "$tmp/run.log" | cut -c1-100))"
 
 # --- The decision lines and explain-log ----------------------------------------------------------
 compose logs --no-color --no-log-prefix envoy >"$tmp/envoy.log"
