@@ -15,11 +15,18 @@
 #      the pushed tag, sha256 equal to the manifest digest the registry serves (what istio-agent
 #      compares it with);
 #   6. runs the integration demo (a real Envoy) with the PULLED module: the rightful app must get
-#      200 and the rogue one 403.
+#      200 and the rogue one 403;
+#   7. builds the Dockerfile's image with `docker build` on the Docker Engine (scripts/docker-image.sh:
+#      one layer, exactly plugin.wasm = the module), pushes it with `docker push` to the same
+#      registry, pulls it back with skopeo and extracts the module as istio-agent would (same
+#      sha256), and with `docker pull` after removing it (same image ID). Without an engine this
+#      step is skipped, saying so (under CI=true with Docker installed: an error).
 # MODULE defaults to $LOOPBACK_GUARD_WASM or dist/loopback_guard.wasm. Nothing outside a temp
 # directory is written; the registry is stopped on exit.
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/docker-lib.sh
+source "$ROOT/scripts/docker-lib.sh"
 
 wasm=${1:-${LOOPBACK_GUARD_WASM:-$ROOT/dist/loopback_guard.wasm}}
 [ -f "$wasm" ] || die "no module at $wasm (run make build)"
@@ -32,7 +39,9 @@ tmp=$(mktemp -d)
 registry_pid=
 tls_registry_pid=
 open_registry_pid=
+docker_names=()
 cleanup() {
+  [ ${#docker_names[@]} -eq 0 ] || docker image rm "${docker_names[@]}" >/dev/null 2>&1 || true
   for pid in $registry_pid $tls_registry_pid $open_registry_pid; do
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -242,4 +251,29 @@ log "running the integration demo with the pulled module"
   cargo run --locked --quiet -p loopback-guard-integration --bin demo) ||
   die "Envoy with the pulled module: the demo failed (rightful 200 / rogue 403 expected)"
 log "ok: Envoy with the pulled module: rightful 200, rogue 403"
-echo "test-oci: 8 passed, 0 failed"
+
+# 7. The Dockerfile's image, built by the engine, through the same registry.
+problem=$(docker_engine_problem)
+if [ -n "$problem" ]; then
+  docker_skip_or_die "test-oci (docker build)" "$problem"
+  echo "test-oci: 8 passed, 0 failed, 1 skipped"
+  exit 0
+fi
+built="loopback-guard-test/plugin:oci-$$"
+pushed="$repo:docker-build"
+docker_names=("$built" "$pushed")
+id=$("$ROOT/scripts/docker-image.sh" "$wasm" "$built") || fail "docker build of the Dockerfile failed"
+docker tag "$built" "$pushed"
+docker push --quiet "$pushed" >/dev/null || fail "docker push $pushed failed"
+# (skopeo converts the engine's Docker manifest to OCI, as an OCI layout requires.)
+skopeo copy --quiet --src-tls-verify=false "docker://$pushed" "oci:$tmp/docker-pulled:image" >&2 ||
+  fail "skopeo could not pull $pushed"
+python3 "$ROOT/scripts/oci_layout.py" extract --layout "$tmp/docker-pulled" --ref image --variant image \
+  --out "$tmp/docker-pulled.wasm" >/dev/null || fail "$pushed is not in the image format istio-agent reads"
+got=$(sha256sum "$tmp/docker-pulled.wasm" | cut -d' ' -f1)
+[ "$got" = "$build_sha" ] || fail "$pushed: module sha256:$got, built sha256:$build_sha"
+docker image rm "$built" "$pushed" >/dev/null
+docker pull --quiet "$pushed" >/dev/null || fail "docker pull $pushed failed"
+[ "$(docker image inspect -f '{{.Id}}' "$pushed")" = "$id" ] || fail "docker pull $pushed: another image ID than the build's $id"
+log "ok: docker build: one layer holding exactly plugin.wasm; pushed, pulled back by skopeo (module sha256:$got = the build) and by docker (image $id)"
+echo "test-oci: 9 passed, 0 failed"

@@ -32,9 +32,10 @@ crd-all.gen.yaml); and that the renderer refuses the versions on either side (1.
    pluginConfig as configuration). Validate mode starts the module's VM and runs its
    configure step, so the real module must accept the real pluginConfig.
 4. Without FILEs, also: the Dockerfile's shape, and deploy/compose/compose.yaml against
-   deploy/schemas/compose-spec.json and against what the demo relies on (the official Envoy
-   image of the tested version, the shared Envoy template with every placeholder set, the app
-   in Envoy's network namespace).
+   deploy/schemas/compose-spec.json and against what the demo relies on (every image
+   ${VARIABLE:-official image}, the Envoy one of the tested version and also running certs and
+   render, nothing installed at start, the shared Envoy template with every placeholder set,
+   the app in Envoy's network namespace).
 5. --self-test then breaks the shipped files one way at a time (SELF_TESTS, COMPOSE_SELF_TESTS)
    and requires each break to be reported, naming it.
 
@@ -564,9 +565,29 @@ def validate_compose(path, doc=None, say=None):
     with open(os.path.join(ROOT, "scripts", "lib.sh")) as f:
         envoy_version = re.search(r'ENVOY_VERSION="\$\{ENVOY_VERSION:-([0-9.]+)\}"', f.read())
     want_image = f"envoyproxy/envoy:v{envoy_version.group(1)}" if envoy_version else None
-    if dig(services, "envoy", "image") != want_image:
-        problem(where, f"services.envoy.image is {dig(services, 'envoy', 'image')!r}, expected {want_image!r} "
+    # Every image is ${VARIABLE:-official image}: users get the official one, the test its
+    # stand-in (scripts/compose-images.sh). certs and render run in the Envoy image too.
+    images = {}
+    for name, service in services.items():
+        image = str(dig(service, "image", default=""))
+        found = re.fullmatch(r"\$\{([A-Z_][A-Z0-9_]*):-([^}]+)\}", image)
+        if not found:
+            problem(where, f"services.{name}.image is {image!r}, expected ${{VARIABLE:-official image}}")
+            continue
+        images[name] = found.groups()
+    if images.get("envoy", (None, None))[1] != want_image:
+        problem(where, f"services.envoy.image is {dig(services, 'envoy', 'image')!r}, default expected {want_image!r} "
                 "(the Envoy version the tests run, scripts/lib.sh)")
+    for name in ("certs", "render"):
+        if name in images and images[name] != images.get("envoy"):
+            problem(where, f"services.{name}.image must be the envoy service's image, {dig(services, 'envoy', 'image')!r} "
+                    "(it has sh, awk and openssl: nothing to install at up)")
+    # Nothing installed when the stack starts: that needs the network on every `up`.
+    for name, service in services.items():
+        run = " ".join(str(part) for key in ("entrypoint", "command")
+                       for part in (service.get(key) if isinstance(service.get(key), list) else [service.get(key) or ""]))
+        if re.search(r"\b(apk add|apt-get|apt install|pip install|dnf install|yum install)\b", run):
+            problem(where, f"services.{name} installs packages when it starts ({run!r}): put them in its image")
     if dig(services, "app", "network_mode") != "service:envoy":
         problem(where, "services.app must share Envoy's network namespace (network_mode: service:envoy)")
     # The one Envoy config: the template the integration tests run, every placeholder filled in.
@@ -592,8 +613,8 @@ def validate_compose(path, doc=None, say=None):
     if not str(dig(services, "app", "environment", "GUARD_URL", default="")).endswith(f"127.0.0.1:{port}"):
         problem(where, f"services.app.environment.GUARD_URL must be https://127.0.0.1:{port} (LISTEN_PORT)")
     if len(problems) == before:
-        ok_(f"{where}: the official Envoy image of the tested version, the shared template fully "
-           "rendered, the app in Envoy's network namespace")
+        ok_(f"{where}: replaceable official images, Envoy's of the tested version (certs and render in it, "
+           "nothing installed at start), the shared template fully rendered, the app in Envoy's network namespace")
     return doc
 
 
@@ -743,8 +764,15 @@ COMPOSE_SELF_TESTS = [
      "'netwrk_mode' does not match"),
     ("app in its own network namespace", _set(["services", "app", "network_mode"], _DELETE),
      "network_mode: service:envoy"),
-    ("another Envoy version", _set(["services", "envoy", "image"], "envoyproxy/envoy:v1.39.0"),
+    ("another Envoy version", _set(["services", "envoy", "image"], "${ENVOY_IMAGE:-envoyproxy/envoy:v1.39.0}"),
      "the Envoy version the tests run"),
+    ("an image that cannot be replaced", _set(["services", "backend", "image"], "hashicorp/http-echo:1.0.0"),
+     "expected ${VARIABLE:-official image}"),
+    ("certificates made in another image", _set(["services", "certs", "image"], "${CERTS_IMAGE:-alpine:3.20}"),
+     "must be the envoy service's image"),
+    ("a package installed at start",
+     _set(["services", "certs", "entrypoint"], ["/bin/sh", "-c", "apk add --no-cache openssl && sh /demo/gen-certs.sh /certs"]),
+     "installs packages when it starts"),
     ("a template placeholder left unset", _set(["services", "render", "environment", "PLUGIN_CONFIG"], _DELETE),
      "does not set ['PLUGIN_CONFIG']"),
     ("XFCC forwarded from the client",
