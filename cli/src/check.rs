@@ -9,7 +9,9 @@ use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::host::{self, CliHost, PeerCertificate, Pod, Request, TrustedCas};
+use crate::cert::{CertFileError, PeerCertificate, TrustedCas};
+use crate::handshake;
+use crate::host::{CliHost, Pod, Request};
 use crate::{emit, read_configs, CheckArgs, Failure, Io, Style, EXIT_OK, EXIT_REFUSED};
 
 const METHOD: &str = "GET";
@@ -102,7 +104,7 @@ pub(crate) fn run(args: &CheckArgs, json: bool, io: &mut Io<'_>) -> Result<u8, F
         None => OffsetDateTime::now_utc().unix_timestamp(),
     };
     let (configuration, policy) = policy(args)?;
-    let usage = |e: crate::host::CertFileError| Failure::usage(e.to_string());
+    let usage = |e: CertFileError| Failure::usage(e.to_string());
     let peer = args.cert.as_deref().map(PeerCertificate::read).transpose().map_err(usage)?;
     let cas = args.ca.as_deref().map(TrustedCas::read).transpose().map_err(usage)?;
     let listener_principal = match (&args.principal, &args.namespace, &args.service_account) {
@@ -127,7 +129,7 @@ pub(crate) fn run(args: &CheckArgs, json: bool, io: &mut Io<'_>) -> Result<u8, F
     };
     let host = CliHost { peer: peer.as_ref(), pod: &pod, request: &request };
     let handshake = match (&peer, &cas) {
-        (Some(peer), Some(cas)) => Some(host::handshake(peer, cas, now)),
+        (Some(peer), Some(cas)) => Some(handshake::handshake(peer, cas, now)),
         _ => None,
     };
 

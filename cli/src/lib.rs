@@ -18,9 +18,11 @@ use std::path::{Path, PathBuf};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use loopback_guard_core::config::Policy;
 
+pub mod cert;
 mod check;
 pub mod explain;
 mod explain_log;
+mod handshake;
 pub mod host;
 pub mod istio;
 pub mod manifest;
