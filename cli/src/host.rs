@@ -8,6 +8,9 @@ use loopback_guard_core::host::{property, Host, HostError};
 
 use crate::cert::PeerCertificate;
 
+/// The `connection.id` of the command's one connection.
+pub const CONNECTION_ID: u64 = 1;
+
 /// The pod the sidecar runs in: its node metadata and the certificate its listener serves.
 #[derive(Debug, Clone, Default)]
 pub struct Pod {
@@ -43,6 +46,8 @@ impl Host for CliHost<'_> {
         let peer = self.peer;
         let value = match path {
             p if p == property::SOURCE_ADDRESS => Some(self.request.source_address.clone().into_bytes()),
+            // The command's request is the first of its connection, which Envoy numbers.
+            p if p == property::CONNECTION_ID => Some(CONNECTION_ID.to_le_bytes().to_vec()),
             // A TLS connection: mtls says whether a certificate was presented.
             p if p == property::MTLS => Some(vec![u8::from(peer.is_some())]),
             // The listener validated the chain, or the handshake would have failed.

@@ -27,6 +27,7 @@ pub mod host;
 pub mod istio;
 pub mod manifest;
 mod style;
+mod validate;
 
 pub use style::Style;
 
@@ -194,7 +195,7 @@ where
     let json = cli.output == Output::Json;
     let result = match &cli.command {
         Command::Check(args) => check::run(args, json, io),
-        Command::Config { command: ConfigCommand::Validate(args) } => validate(args, json, io),
+        Command::Config { command: ConfigCommand::Validate(args) } => validate::run(args, json, io),
         Command::ExplainLog(args) => explain_log::run(args, json, io),
         Command::Istio { command } => istio::run(command, io),
     };
@@ -247,40 +248,6 @@ pub(crate) fn policy_summary(policy: &Policy) -> String {
         Some(principal) => format!("{summary} principal={principal}"),
         None => summary,
     }
-}
-
-fn validate(args: &ValidateArgs, json: bool, io: &mut Io<'_>) -> Result<u8, Failure> {
-    let configs = read_configs(&args.file)?;
-    let mut code = EXIT_OK;
-    let mut results = Vec::new();
-    let mut text = String::new();
-    for config in &configs {
-        match Policy::from_json(&config.json, args.trust_domain.as_deref()) {
-            Ok(policy) => {
-                let summary = policy_summary(&policy);
-                text.push_str(&format!("{}: {} {summary}\n", config.location, io.style.good("valid:")));
-                results.push(serde_json::json!({
-                    "location": config.location, "valid": true, "summary": summary,
-                }));
-            }
-            Err(e) => {
-                code = EXIT_REFUSED;
-                // The line the filter logs before Envoy refuses the configuration.
-                let error = format!("loopback-guard: {e}");
-                text.push_str(&format!("{}: {}\n", config.location, io.style.bad(&error)));
-                results.push(serde_json::json!({
-                    "location": config.location, "valid": false, "error": error,
-                    "field": e.field, "problem": e.problem,
-                }));
-            }
-        }
-    }
-    if json {
-        let document = serde_json::json!({ "valid": code == EXIT_OK, "configurations": results });
-        text = format!("{document:#}\n");
-    }
-    emit(io, &text)?;
-    Ok(code)
 }
 
 /// Standard input, or a file.
