@@ -14,13 +14,15 @@ The command is $LOOPBACK_GUARD_CLI, else the workspace's debug build (built here
 """
 
 import argparse
-import functools
 import os
 import subprocess
 import sys
 import tempfile
 
 import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from istio_model import cli  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(ROOT, "deploy", "istio")
@@ -29,17 +31,6 @@ NEWEST = "1.31"
 
 class RenderError(Exception):
     pass
-
-
-@functools.lru_cache(maxsize=1)
-def cli():
-    given = os.environ.get("LOOPBACK_GUARD_CLI")
-    if given:
-        return given
-    subprocess.run(["cargo", "build", "--locked", "--quiet", "-p", "loopback-guard-cli"], cwd=ROOT, check=True,
-                   stdout=sys.stderr)
-    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
-    return os.path.join(target, "debug", "loopback-guard")
 
 
 def render(version, resource=None, url=None, sha256=None):

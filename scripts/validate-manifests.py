@@ -58,6 +58,10 @@ import urllib.parse
 import jsonschema
 import yaml
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from istio_model import (RBAC_TYPE, WASM_TYPE, dig, http_filters, inline_plugin, loopback_listener,  # noqa: E402
+                         plugin_fields, validate_plugin_config)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMAS = os.environ.get("LOOPBACK_GUARD_SCHEMAS", os.path.join(ROOT, "deploy", "schemas"))
 # Kubernetes' schemas of this version check the core kinds; the manifests use nothing newer.
@@ -65,14 +69,6 @@ KUBERNETES_VERSION = "1.33.0"
 
 # The contract with the module (docs/configuration.md, core/src/config.rs).
 ROOT_ID = "loopback_guard"
-# core/src/config.rs, struct Raw.
-PLUGIN_FIELDS = {
-    "mode", "principal", "principal_source", "trust_domain", "allowed_principals", "exempt_paths",
-    "exempt_authorities", "require_loopback", "log_allowed", "certificate_cache_size",
-    "log_field_max_bytes", "log_lines_per_second", "log_summary_seconds", "filter_state",
-}
-WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
-RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 ROUTER = "envoy.filters.http.router"
 
 # What istiod serves a plugin resource under over ECDS, by Istio minor version: 1.26-1.29 serve
@@ -80,7 +76,8 @@ ROUTER = "envoy.filters.http.router"
 # TrafficExtensions, a WasmPlugin as the TrafficExtension "<name>~istio-translated-wasmplugin"
 # (pilot/pkg/networking/core/extension_config_builder.go, pilot/pkg/config/kube/extensions/
 # translate.go; read at 1.26.0 to 1.29.6, 1.30.0 to 1.31.0-rc.0 and master 86c9f01). Kept apart
-# from the renderer (cli/src/istio.rs) on purpose: each checks the other.
+# from the renderer (cli/src/istio.rs) and from scripts/istio_model.py on purpose: each checks
+# the others (this is the one deliberately independent copy of the rule).
 ISTIO_VERSIONS = range(26, 32)
 # Just outside: 1.25 (misspelt prefix) and 1.32 (newer than the newest tag read) must be refused.
 REFUSED_VERSIONS = ("1.25", "1.32", "1.32.0-alpha.0")
@@ -299,36 +296,6 @@ def only(docs, kind):
     return found
 
 
-def dig(obj, *keys, default=None):
-    for key in keys:
-        if isinstance(obj, dict) and key in obj:
-            obj = obj[key]
-        elif isinstance(obj, list) and isinstance(key, int) and -len(obj) <= key < len(obj):
-            obj = obj[key]
-        else:
-            return default
-    return obj
-
-
-def loopback_listener(envoy_filter):
-    """The listener the EnvoyFilter ADDs (there must be exactly one)."""
-    adds = [p for p in envoy_filter["spec"].get("configPatches", [])
-            if p.get("applyTo") == "LISTENER" and dig(p, "patch", "operation") == "ADD"]
-    if len(adds) != 1:
-        return None
-    return adds[0]["patch"]["value"]
-
-
-def http_filters(listener):
-    return dig(listener, "filter_chains", 0, "filters", 0, "typed_config", "http_filters", default=[])
-
-
-def plugin_fields(plugin):
-    """The module's fields: the WasmPlugin's spec, or a TrafficExtension's spec.wasm."""
-    spec = plugin.get("spec", {})
-    return spec.get("wasm", {}) if plugin.get("kind") == "TrafficExtension" else spec
-
-
 def check_consistency(docs, minor):
     plugins = only(docs, "WasmPlugin") + only(docs, "TrafficExtension")
     filters = only(docs, "EnvoyFilter")
@@ -353,9 +320,10 @@ def check_consistency(docs, minor):
         problem(pw, f"{field}.url must be an oci:// URL")
     if not re.fullmatch(r"[0-9a-f]{64}", spec.get("sha256", "")):
         problem(pw, f"{field}.sha256 must be set (64 hex digits): without it the image is not verified")
-    unknown = sorted(set(spec.get("pluginConfig", {})) - PLUGIN_FIELDS)
-    if unknown:
-        problem(pw, f"{field}.pluginConfig has fields the module does not know: {unknown}")
+    # The module's own configuration code says what it accepts (`loopback-guard config validate`).
+    refused = validate_plugin_config(spec.get("pluginConfig", {}))
+    if refused:
+        problem(pw, f"{field}.pluginConfig: the module refuses it: {refused}")
     if dig(spec, "pluginConfig", "mode", default="enforce") != "enforce":
         problem(pw, f"{field}.pluginConfig.mode must be enforce in the shipped manifest")
     # The module sets filter state only when asked: an access log that reads it needs the ask.
@@ -492,34 +460,6 @@ def is_deny_all(config):
                for p in rules.get("policies", {}).values())
 
 
-def inline_plugin(listener, plugin, wasm):
-    """The listener with the plugin inlined as istio-agent hands it to Envoy over ECDS."""
-    listener = copy.deepcopy(listener)
-    spec = plugin_fields(plugin)
-    env = dig(spec, "vmConfig", "env", default=[])
-    config = {
-        "name": f"{plugin['metadata']['namespace']}.{plugin['metadata']['name']}",
-        "root_id": spec["pluginName"],
-        "configuration": {
-            "@type": "type.googleapis.com/google.protobuf.StringValue",
-            "value": json.dumps(spec.get("pluginConfig", {}), separators=(",", ":")),
-        },
-        "failure_policy": {"FAIL_CLOSE": "FAIL_CLOSED", "FAIL_OPEN": "FAIL_OPEN",
-                           "FAIL_RELOAD": "FAIL_RELOAD"}[spec.get("failStrategy", "FAIL_CLOSE")],
-        "vm_config": {
-            "runtime": "envoy.wasm.runtime.v8",
-            "code": {"local": {"filename": os.path.abspath(wasm)}},
-            "environment_variables": {
-                "host_env_keys": [e["name"] for e in env if e.get("valueFrom") == "HOST"],
-                "key_values": {e["name"]: e.get("value", "") for e in env if e.get("valueFrom", "INLINE") == "INLINE"},
-            },
-        },
-    }
-    filters_ = http_filters(listener)
-    filters_[0] = {"name": filters_[0]["name"], "typed_config": {"@type": WASM_TYPE, "config": config}}
-    return listener
-
-
 def envoy_validate(envoy, listener, label, say=print):
     with open(os.path.join(ROOT, "deploy", "istio", "testdata", "sidecar-bootstrap.yaml")) as f:
         bootstrap = yaml.safe_load(f)
@@ -654,7 +594,7 @@ def check_all(docs, envoy=None, wasm=None, consistency=True, quiet=False, minor=
             if not os.path.isfile(wasm):
                 problem("--wasm", f"{wasm}: no such file (run make build)")
             else:
-                envoy_validate(envoy, inline_plugin(listener, plugin, wasm),
+                envoy_validate(envoy, inline_plugin(minor, listener, plugin, wasm),
                                f"{label or 'plugin'} inlined as istio-agent delivers it, with the built module", say)
     return list(problems)
 
@@ -700,7 +640,7 @@ SELF_TESTS = [
      None),
     ("url scheme (CEL)", "WasmPlugin", _set(["spec", "url"], "ftp://example.com/x"), "url must have schema", None),
     ("plugin field the module does not know", "WasmPlugin", _set(["spec", "pluginConfig", "principle"], "x"),
-     "fields the module does not know", None),
+     "the module refuses it: loopback-guard: invalid configuration: principle: unknown field", None),
     ("access log reads filter state nobody asked for", "WasmPlugin",
      _set(["spec", "pluginConfig", "filter_state"], _DELETE), "pluginConfig.filter_state must be true", None),
     ("plugin attached to Istio's own listeners", "WasmPlugin", _set(["spec", "match"], _DELETE),
