@@ -22,6 +22,8 @@ use crate::decision_log::{decision_lines, DecisionLine};
 use crate::pki::{Pki, NAMESPACE, SERVICE_ACCOUNT};
 use crate::{repo_root, url_encode, Context, Error, Result};
 
+mod tree;
+
 const TEMPLATE: &str = "envoy-config/loopback-guard.yaml";
 const DEFAULT_WASM: &str = "dist/loopback_guard.wasm";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -225,114 +227,143 @@ impl Settings {
     }
 }
 
-/// Replaces `from` in `rendered`, which must occur exactly `times` times: a test config must
-/// not differ from the template in any way but the one asked for.
-fn replace_exactly(rendered: &str, from: &str, to: &str, times: usize) -> Result<String> {
-    let found = rendered.matches(from).count();
-    if found != times {
-        return Err(Error::new(format!(
-            "expected `{from}` {times} time(s) in {TEMPLATE}, found it {found} time(s)"
-        )));
+/// The loopback listeners (the backend listener stands in for the upstream and is never edited).
+const LOOPBACK_LISTENERS: [&str; 2] = ["loopback_strict", "loopback_lenient"];
+const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
+const SPIFFE_VALIDATOR: &str = "envoy.tls.cert_validator.spiffe";
+/// The template's fields that turn session resumption off, in both loopback listeners.
+const RESUMPTION_OFF: [&str; 2] =
+    ["disable_stateless_session_resumption", "disable_stateful_session_resumption"];
+
+/// The rendered config, changed as `settings` asks: each change is an edit of the parsed config,
+/// at a place found by structure (listener by name, its one filter chain, the connection
+/// manager among its filters by name, its TLS context), and an error naming the place when the
+/// template no longer has it, so that a test config cannot differ from the template in any
+/// way but the one asked for.
+///
+/// The parser expands the template's YAML aliases (`*route_to_backend`, `*loopback_guard`,
+/// `*access_log_stdout`, `*workload_certificate`): what the template shares between the two
+/// loopback listeners through an anchor is two copies here, so an edit of a shared part is
+/// made in every listener that names it (see [`LOOPBACK_LISTENERS`]). A config that no setting
+/// changes is returned as rendered, byte for byte: the template as docker-compose runs it.
+fn customise(rendered: String, cert_dir: &Path, settings: &Settings) -> Result<String> {
+    let template_tree: serde_norway::Value =
+        serde_norway::from_str(&rendered).context(format!("parsing the rendered {TEMPLATE}"))?;
+    let mut config = template_tree.clone();
+    edit(&mut config, cert_dir, settings)?;
+    if config == template_tree {
+        return Ok(rendered);
     }
-    Ok(rendered.replace(from, to))
+    let text = serde_norway::to_string(&config).context("writing the edited config")?;
+    Ok(format!("# {TEMPLATE}, rendered and edited by integration/src/envoy.rs (customise)\n{text}"))
 }
 
-/// The strict listener's SPIFFE validator trust domain list, as the template renders it.
-const SPIFFE_TRUST_DOMAINS: &str = "                  trust_domains:\n";
-/// The strict listener's validator, from its first line to the bundle.
-const SPIFFE_VALIDATOR_START: &str = "              custom_validator_config:\n";
-
-/// The rendered config, changed as `settings` asks.
-fn customise(mut rendered: String, pki: &Pki, settings: &Settings) -> Result<String> {
-    if settings.session_resumption {
-        rendered = with_session_resumption(&rendered)?;
+/// Applies every change `settings` asks for to the parsed config (see [`customise`]).
+fn edit(config: &mut serde_norway::Value, cert_dir: &Path, settings: &Settings) -> Result<()> {
+    use serde_norway::Value;
+    for name in LOOPBACK_LISTENERS {
+        if settings.session_resumption {
+            for field in RESUMPTION_OFF {
+                tls_context(config, name)?.key(field)?.replace(&Value::Bool(true), Value::Bool(false))?;
+            }
+        }
+        if settings.accept_untrusted {
+            validation_context(config, name)?
+                .insert_new("trust_chain_verification", Value::from("ACCEPT_UNTRUSTED"))?;
+        }
+        if !settings.use_remote_address {
+            connection_manager(config, name)?
+                .key("use_remote_address")?
+                .replace(&Value::Bool(true), Value::Bool(false))?;
+        }
+        if settings.websocket_upgrades {
+            let websocket = tree::mapping([("upgrade_type", Value::from("websocket"))]);
+            connection_manager(config, name)?.insert_new("upgrade_configs", Value::from(vec![websocket]))?;
+        }
+        if settings.look_alike_virtual_host {
+            // Ahead of the template's catch-all `all`, in each listener's copy of the route
+            // config (one `&route_to_backend` in the template, expanded by the parser).
+            let look_alike = tree::mapping([
+                ("name", Value::from("look_alike")),
+                ("domains", Value::from(vec!["*.evil.example"])),
+                (
+                    "routes",
+                    Value::from(vec![tree::mapping([
+                        ("match", tree::mapping([("prefix", Value::from("/"))])),
+                        ("direct_response", tree::mapping([("status", Value::from(LOOK_ALIKE_STATUS))])),
+                    ])]),
+                ),
+            ]);
+            connection_manager(config, name)?
+                .key("route_config")?
+                .key("virtual_hosts")?
+                .starting_with("all")?
+                .insert(0, look_alike);
+        }
     }
-    if !settings.use_remote_address {
-        rendered = replace_exactly(&rendered, "use_remote_address: true", "use_remote_address: false", 2)?;
-    }
-    if settings.accept_untrusted {
-        rendered = replace_exactly(
-            &rendered,
-            "            validation_context:\n",
-            "            validation_context:\n              trust_chain_verification: ACCEPT_UNTRUSTED\n",
-            2,
-        )?;
-    }
-    if settings.websocket_upgrades {
-        rendered = replace_exactly(
-            &rendered,
-            "          skip_xff_append: true\n",
-            "          skip_xff_append: true\n          upgrade_configs: [{ upgrade_type: websocket }]\n",
-            2,
-        )?;
-    }
-    if settings.look_alike_virtual_host {
-        // One route config, shared by both loopback listeners through a YAML anchor.
-        let vhost = [
-            "            virtual_hosts:",
-            "            - name: look_alike",
-            "              domains: [\"*.evil.example\"]",
-            "              routes:",
-            "              - match: { prefix: \"/\" }",
-            &format!("                direct_response: {{ status: {LOOK_ALIKE_STATUS} }}"),
-            "",
-        ]
-        .join("\n");
-        rendered = replace_exactly(
-            &rendered,
-            "            virtual_hosts:\n            - name: all\n",
-            &format!("{vhost}            - name: all\n"),
-            1,
-        )?;
-    }
+    let strict = "loopback_strict";
     match &settings.validator {
         Validator::Spiffe => {}
         Validator::SpiffeFederated { trust_domain, bundle } => {
-            let entry = format!(
-                "{SPIFFE_TRUST_DOMAINS}                  - name: \"{trust_domain}\"\n                    trust_bundle: {{ filename: \"{}\" }}\n",
-                bundle.display()
-            );
-            rendered = replace_exactly(&rendered, SPIFFE_TRUST_DOMAINS, &entry, 1)?;
+            let entry = tree::mapping([
+                ("name", Value::from(trust_domain.as_str())),
+                ("trust_bundle", tree::mapping([("filename", Value::from(bundle.display().to_string()))])),
+            ]);
+            spiffe_validator(config, strict)?.key("trust_domains")?.sequence()?.insert(0, entry);
         }
         Validator::ChainOnly => {
-            let start = rendered
-                .find(SPIFFE_VALIDATOR_START)
-                .ok_or_else(|| Error::new(format!("no SPIFFE validator in {TEMPLATE}")))?;
-            let bundle_line = format!("trust_bundle: {{ filename: \"{}/ca.pem\" }}\n", pki.dir().display());
-            let end = rendered
-                .get(start..)
-                .and_then(|rest| rest.find(&bundle_line))
-                .map(|at| start + at + bundle_line.len())
-                .ok_or_else(|| {
-                    Error::new(format!("no trust bundle after the SPIFFE validator in {TEMPLATE}"))
-                })?;
-            let trusted_ca =
-                format!("              trusted_ca: {{ filename: \"{}/ca.pem\" }}\n", pki.dir().display());
-            rendered.replace_range(start..end, &trusted_ca);
+            // The SPIFFE validator with the test trust domain's bundle only, swapped for
+            // Envoy's default validator with that bundle as trusted CAs.
+            let bundle = Value::from(format!("{}/ca.pem", cert_dir.display()));
+            spiffe_validator(config, strict)?
+                .key("trust_domains")?
+                .only()?
+                .key("trust_bundle")?
+                .key("filename")?
+                .expect(&bundle)?;
+            validation_context(config, strict)?.remove("custom_validator_config")?;
+            validation_context(config, strict)?
+                .insert_new("trusted_ca", tree::mapping([("filename", bundle)]))?;
         }
     }
-    Ok(rendered)
+    Ok(())
 }
 
-/// The template's lines that turn session resumption off, one per loopback listener each.
-const RESUMPTION_OFF: [&str; 2] =
-    ["disable_stateless_session_resumption: true", "disable_stateful_session_resumption: true"];
+/// The listener named `name`.
+fn listener<'a>(config: &'a mut serde_norway::Value, name: &str) -> Result<tree::At<'a>> {
+    tree::At::root(config).key("static_resources")?.key("listeners")?.named(name)
+}
 
-/// The rendered config with session resumption on: every [`RESUMPTION_OFF`] line, flipped.
-/// An error if the template no longer has exactly those lines, so that this cannot silently
-/// test a config that differs from the template in some other way.
-fn with_session_resumption(rendered: &str) -> Result<String> {
-    let mut out = rendered.to_owned();
-    for line in RESUMPTION_OFF {
-        let found = out.matches(line).count();
-        if found != 2 {
-            return Err(Error::new(format!(
-                "expected `{line}` in both loopback listeners of {TEMPLATE}, found it {found} time(s)"
-            )));
-        }
-        out = out.replace(line, &line.replace("true", "false"));
-    }
-    Ok(out)
+/// The `DownstreamTlsContext` of the listener's one filter chain.
+fn tls_context<'a>(config: &'a mut serde_norway::Value, name: &str) -> Result<tree::At<'a>> {
+    listener(config, name)?
+        .key("filter_chains")?
+        .only()?
+        .key("transport_socket")?
+        .with_name("envoy.transport_sockets.tls")?
+        .key("typed_config")
+}
+
+fn validation_context<'a>(config: &'a mut serde_norway::Value, name: &str) -> Result<tree::At<'a>> {
+    tls_context(config, name)?.key("common_tls_context")?.key("validation_context")
+}
+
+/// The `SPIFFECertValidatorConfig` of the listener.
+fn spiffe_validator<'a>(config: &'a mut serde_norway::Value, name: &str) -> Result<tree::At<'a>> {
+    validation_context(config, name)?
+        .key("custom_validator_config")?
+        .with_name(SPIFFE_VALIDATOR)?
+        .key("typed_config")
+}
+
+/// The `HttpConnectionManager` of the listener's one filter chain.
+fn connection_manager<'a>(config: &'a mut serde_norway::Value, name: &str) -> Result<tree::At<'a>> {
+    listener(config, name)?
+        .key("filter_chains")?
+        .only()?
+        .key("filters")?
+        .named(HTTP_CONNECTION_MANAGER)?
+        .key("typed_config")
 }
 
 /// What the HTTP connection manager does with the `x-forwarded-client-cert` header (Envoy's
@@ -509,7 +540,7 @@ fn render_config(pki: &Pki, settings: &Settings) -> Result<Rendered> {
         ("FORWARD_CLIENT_CERT", settings.forward_client_cert.as_str().to_owned()),
         ("TRUST_DOMAIN", crate::pki::TRUST_DOMAIN.to_owned()),
     ]);
-    let rendered = customise(render(&template()?, &values)?, pki, settings)?;
+    let rendered = customise(render(&template()?, &values)?, pki.dir(), settings)?;
     let dir = tempfile::Builder::new()
         .prefix("loopback-guard-envoy-")
         .tempdir()
@@ -870,8 +901,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_template_renders_with_exactly_the_documented_placeholders() {
+    /// The template, every placeholder filled (`CERT_DIR` is `/certs`).
+    fn rendered_template() -> String {
         let all = values(&[
             ("ADMIN_PORT", "1"),
             ("LISTEN_PORT", "2"),
@@ -886,7 +917,153 @@ mod tests {
             ("FORWARD_CLIENT_CERT", "SANITIZE_SET"),
             ("TRUST_DOMAIN", "cluster.local"),
         ]);
-        render(&template().unwrap(), &all).unwrap();
+        render(&template().unwrap(), &all).unwrap()
+    }
+
+    #[test]
+    fn the_template_renders_with_exactly_the_documented_placeholders() {
+        rendered_template();
+    }
+
+    fn customised(settings: &Settings) -> serde_norway::Value {
+        let text = customise(rendered_template(), Path::new("/certs"), settings).unwrap();
+        serde_norway::from_str(&text).unwrap()
+    }
+
+    /// `path` in the config, `/`-separated; a listener by its name.
+    fn at<'a>(config: &'a serde_norway::Value, path: &str) -> &'a serde_norway::Value {
+        path.split('/').fold(config, |value, step| match value {
+            serde_norway::Value::Sequence(elements) => elements
+                .iter()
+                .find(|element| element.get("name").and_then(serde_norway::Value::as_str) == Some(step))
+                .or_else(|| elements.get(step.parse::<usize>().ok()?))
+                .unwrap_or_else(|| panic!("no {step} in {path}")),
+            other => other.get(step).unwrap_or_else(|| panic!("no {step} in {path}")),
+        })
+    }
+
+    const TLS: &str = "filter_chains/0/transport_socket/typed_config";
+    const HCM: &str = "filter_chains/0/filters/envoy.filters.network.http_connection_manager/typed_config";
+
+    #[test]
+    fn a_config_no_setting_changes_is_the_template_as_rendered() {
+        let text =
+            customise(rendered_template(), Path::new("/certs"), &Settings::with_plugin_config("{}")).unwrap();
+        assert_eq!(text, rendered_template());
+    }
+
+    #[test]
+    fn every_setting_is_an_edit_of_both_loopback_listeners_where_the_template_has_its_field() {
+        let plain = Settings::with_plugin_config("{}");
+        let cases: [(&str, Settings, &str, &str); 5] = [
+            ("resumption", plain.clone().with_session_resumption(), TLS, "disable_stateful_session_resumption: false"),
+            ("remote address", plain.clone().without_use_remote_address(), HCM, "use_remote_address: false"),
+            (
+                "untrusted",
+                plain.clone().accepting_untrusted(),
+                "filter_chains/0/transport_socket/typed_config/common_tls_context/validation_context",
+                "trust_chain_verification: ACCEPT_UNTRUSTED",
+            ),
+            ("websocket", plain.clone().with_websocket_upgrades(), HCM, "- upgrade_type: websocket"),
+            (
+                "look-alike",
+                plain.clone().with_look_alike_virtual_host(),
+                "filter_chains/0/filters/envoy.filters.network.http_connection_manager/typed_config/route_config/virtual_hosts/0",
+                "status: 418",
+            ),
+        ];
+        for (name, settings, place, expected) in cases {
+            let config = customised(&settings);
+            for listener in LOOPBACK_LISTENERS {
+                let value = at(&config, &format!("static_resources/listeners/{listener}/{place}"));
+                let text = serde_norway::to_string(value).unwrap();
+                assert!(text.contains(expected), "{name}, {listener}: {text}");
+            }
+            // The backend listener is never edited.
+            let before: serde_norway::Value = serde_norway::from_str(&rendered_template()).unwrap();
+            let backend = "static_resources/listeners/backend";
+            assert_eq!(at(&config, backend), at(&before, backend), "{name}");
+        }
+        let config = customised(&plain.clone().with_look_alike_virtual_host());
+        let hosts = at(
+            &config,
+            &format!("static_resources/listeners/loopback_lenient/{HCM}/route_config/virtual_hosts"),
+        );
+        assert_eq!(serde_norway::to_string(at(hosts, "1/name")).unwrap(), "all\n");
+    }
+
+    #[test]
+    fn the_strict_listeners_validator_is_swapped_or_given_a_second_trust_domain() {
+        let validation =
+            format!("static_resources/listeners/loopback_strict/{TLS}/common_tls_context/validation_context");
+        let config = customised(
+            &Settings::with_plugin_config("{}").validator(Validator::ChainOnly).accepting_untrusted(),
+        );
+        let text = serde_norway::to_string(at(&config, &validation)).unwrap();
+        assert_eq!(
+            text,
+            "trust_chain_verification: ACCEPT_UNTRUSTED\ntrusted_ca:\n  filename: /certs/ca.pem\n"
+        );
+        let federated = Validator::SpiffeFederated {
+            trust_domain: "other.example".into(),
+            bundle: "/b/other.pem".into(),
+        };
+        let config = customised(&Settings::with_plugin_config("{}").validator(federated));
+        let domains =
+            at(&config, &format!("{validation}/custom_validator_config/typed_config/trust_domains"));
+        let text = serde_norway::to_string(domains).unwrap();
+        assert!(
+            text.starts_with(
+                "- name: other.example\n  trust_bundle:\n    filename: /b/other.pem\n- name: cluster.local\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_edit_of_a_template_without_its_place_fails_naming_the_place() {
+        let plain = Settings::with_plugin_config("{}");
+        let rendered = rendered_template();
+        let lenient_hcm = rendered.rfind("use_remote_address: true").unwrap();
+        let mut remote_address_off = rendered.clone();
+        remote_address_off.replace_range(lenient_hcm..lenient_hcm + 24, "use_remote_address: false");
+        let cases = [
+            (
+                "listener renamed",
+                rendered.replace("name: loopback_lenient", "name: loopback_other"),
+                plain.clone().without_use_remote_address(),
+                "expected one element named `loopback_lenient` at `static_resources.listeners[loopback_lenient]`, found 0",
+            ),
+            (
+                "already off",
+                remote_address_off,
+                plain.clone().without_use_remote_address(),
+                "[loopback_lenient].filter_chains[0].filters[envoy.filters.network.http_connection_manager].typed_config.use_remote_address`",
+            ),
+            (
+                "another bundle",
+                rendered.replace("trust_bundle: { filename: \"/certs/ca.pem\" }", "trust_bundle: { filename: \"/x.pem\" }"),
+                plain.clone().validator(Validator::ChainOnly),
+                "trust_bundle.filename`",
+            ),
+            (
+                "catch-all not first",
+                rendered.replace("- name: all\n", "- name: every\n"),
+                plain.clone().with_look_alike_virtual_host(),
+                "first element is named `all`",
+            ),
+            (
+                "no resumption field",
+                rendered.replace("          disable_stateless_session_resumption: true\n", ""),
+                plain.clone().with_session_resumption(),
+                "no `disable_stateless_session_resumption`",
+            ),
+        ];
+        for (name, text, settings, needle) in cases {
+            assert_ne!(text, rendered, "{name}: the case changes nothing");
+            let err = customise(text, Path::new("/certs"), &settings).unwrap_err().to_string();
+            assert!(err.contains(needle) && err.contains(TEMPLATE), "{name}: {err}");
+        }
     }
 
     #[test]
