@@ -7,7 +7,7 @@ SHELL := /bin/bash
 WASM := dist/loopback_guard.wasm
 export LOOPBACK_GUARD_WASM := $(CURDIR)/$(WASM)
 
-.PHONY: setup build test test-unit test-cli test-wasm test-abi test-fuzz test-integration test-matrix soak test-deploy test-oci demo image push fuzz bench bench-validate bench-core lint msrv clean istio-manifests test-xds
+.PHONY: setup build test test-unit test-cli test-wasm test-abi test-fuzz test-integration test-matrix soak test-deploy test-oci test-compose demo image push fuzz bench bench-validate bench-core lint msrv clean istio-manifests test-xds
 
 setup:
 	scripts/setup.sh
@@ -17,8 +17,9 @@ build:
 
 ## Every test: the pure core natively and on wasm32, the `loopback-guard` command, the built
 ## module under a mock host, a short run of every fuzz target, the filter in a real Envoy (with
-## the command's parity test), the shipped manifests and the OCI round trip.
-test: test-unit test-cli test-wasm test-abi test-fuzz test-integration test-deploy test-oci
+## the command's parity test), the shipped manifests, the OCI round trip and the compose stack on
+## the Docker Engine.
+test: test-unit test-cli test-wasm test-abi test-fuzz test-integration test-deploy test-oci test-compose
 
 test-unit:
 	scripts/setup.sh rust
@@ -67,8 +68,12 @@ demo: build
 
 ## OCI images of the module in dist/oci, without Docker: the tar+gzip image and the Wasm
 ## artifact (the two formats istio-agent pulls). Reproducible: same module, same digests.
+## Then the Dockerfile's image with `docker build` on the Docker Engine, as
+## DOCKER_IMAGE (default loopback-guard:dev), checked to hold exactly the module (skipped,
+## saying so, where there is no engine).
 image: build
 	scripts/oci-image.sh
+	DOCKER_IMAGE='$(DOCKER_IMAGE)' scripts/docker-image.sh >/dev/null
 
 ## Pushes both images with skopeo: make push REGISTRY=host[:port]/repo TAG=tag
 ## (TAG and TAG-artifact; plain HTTP for a loopback registry; REGISTRY_CREDS or
@@ -104,9 +109,17 @@ test-deploy: build
 	scripts/test-deploy.sh
 
 ## The OCI round trip: a real registry on 127.0.0.1, push, pull, formats and digests checked,
-## then Envoy with the pulled module (rightful 200, rogue 403).
+## then Envoy with the pulled module (rightful 200, rogue 403), and the Dockerfile's image built
+## by `docker build`, pushed and pulled back.
 test-oci: build
 	scripts/test-oci.sh
+
+## deploy/compose/compose.yaml, unchanged, brought up on the Docker Engine with Compose v2 and
+## stand-in images built here (no registry to pull from): the app, an intruder in the same
+## network namespace, the decision log, restarts and stops, `down -v` (scripts/test-compose.sh).
+## About 30 s once the images are cached; skipped, saying so, without an engine.
+test-compose: build
+	scripts/test-compose.sh
 
 FUZZ_SECONDS ?= 180
 FUZZ_SMOKE_SECONDS ?= 5

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The Istio manifests for one Istio version, into dist/istio/ (scripts/istio-manifests.py says
-# what changes with the version): ISTIO_VERSION=1.31 [ISTIO_RESOURCE=wasmplugin]
+# The Istio manifests for one Istio version, into dist/istio/, by `loopback-guard istio render`
+# (cli/src/istio.rs says what changes with the version): ISTIO_VERSION=1.31 [ISTIO_RESOURCE=wasmplugin]
 # [REGISTRY=host[:port]/repo TAG=tag] istio-manifests.sh
 # With REGISTRY and TAG the module is pinned to the image `make image` built: url
 # oci://REGISTRY:TAG and sha256 = the manifest digest in dist/oci (what `make push` pushes and
 # checks). Without them the placeholder url and the all-zero digest stay, which never loads.
+# The demo's namespace and workload (demo, app=demo-app); for your own workload run the command:
+# loopback-guard istio render --istio-version V --namespace NS --workload LABELS --image REF.
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 out=${ISTIO_OUT:-$ROOT/dist/istio}
-args=(--istio-version "${ISTIO_VERSION:-1.31}" --out "$out")
+args=(istio render --istio-version "${ISTIO_VERSION:-1.31}" --namespace demo --workload app=demo-app --with-demo --out "$out")
 [ -z "${ISTIO_RESOURCE:-}" ] || args+=(--resource "$ISTIO_RESOURCE")
 if [ -n "${REGISTRY:-}" ] || [ -n "${TAG:-}" ]; then
   [ -n "${REGISTRY:-}" ] && [ -n "${TAG:-}" ] || die "set both REGISTRY and TAG, or neither"
@@ -22,6 +24,6 @@ refs = [m["digest"] for m in json.load(open(sys.argv[1]))["manifests"]
 sys.exit("no 'image' in the layout") if len(refs) != 1 else print(refs[0])
 PY
   )
-  args+=(--url "oci://$REGISTRY:$TAG" --sha256 "${digest#sha256:}")
+  args+=(--image "oci://$REGISTRY:$TAG@$digest")
 fi
-"$("$ROOT/scripts/py.sh")" "$ROOT/scripts/istio-manifests.py" "${args[@]}"
+cd "$ROOT" && cargo run --locked --quiet -p loopback-guard-cli -- "${args[@]}"

@@ -27,3 +27,6 @@ esac
 
 command -v c++ >/dev/null || apt_install g++ # libfuzzer-sys builds libFuzzer (C++)
 cargo clippy --locked --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
+
+# core's module graph has no cycle (issue 22).
+python3 scripts/core-imports.py >/dev/null

@@ -6,7 +6,8 @@
 # each other, the EnvoyFilter's listener in a real `envoy --mode validate` inside a sidecar-shaped
 # bootstrap (also with the WasmPlugin inlined and the built module loaded), the compose file
 # against deploy/schemas/compose-spec.json, and a self-test that breaks each of these on
-# purpose; then the compose demo's scripts run for real without Docker (scripts/test-compose.sh).
+# purpose; then the compose demo's scripts run for real without Docker (scripts/test-compose-host.sh;
+# scripts/test-compose.sh runs the stack itself on the Docker Engine).
 # MODULE defaults to $LOOPBACK_GUARD_WASM or dist/loopback_guard.wasm.
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -21,4 +22,4 @@ wasm="$tmp/loopback_guard.wasm"
 py=$("$ROOT/scripts/py.sh")
 envoy=$("$ROOT/scripts/envoy.sh")
 "$py" "$ROOT/scripts/validate-manifests.py" --self-test --envoy "$envoy" --wasm "$wasm"
-"$ROOT/scripts/test-compose.sh" "$wasm"
+"$ROOT/scripts/test-compose-host.sh" "$wasm"

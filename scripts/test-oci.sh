@@ -7,17 +7,26 @@
 #      layer media types of each variant, digests unchanged; then pushes to a second registry
 #      that requires TLS (a private CA) and a password, as a real one would: with both it
 #      succeeds, without the credentials or without trusting the CA it must fail;
+#   3c. applies istio-agent's own fetch rules (scripts/istio_fetch.py, reimplemented from Istio's
+#      pkg/wasm) to these registries and a third one: classification, digest pinning, realm check;
 #   4. pulls both back with skopeo, extracts the module the way istio-agent does
 #      (scripts/oci_layout.py extract) and requires its sha256 to equal the build's;
 #   5. checks the WasmPlugin that the push filled in: valid against the CRD schema, url naming
 #      the pushed tag, sha256 equal to the manifest digest the registry serves (what istio-agent
 #      compares it with);
 #   6. runs the integration demo (a real Envoy) with the PULLED module: the rightful app must get
-#      200 and the rogue one 403.
+#      200 and the rogue one 403;
+#   7. builds the Dockerfile's image with `docker build` on the Docker Engine (scripts/docker-image.sh:
+#      one layer, exactly plugin.wasm = the module), pushes it with `docker push` to the same
+#      registry, pulls it back with skopeo and extracts the module as istio-agent would (same
+#      sha256), and with `docker pull` after removing it (same image ID). Without an engine this
+#      step is skipped, saying so (under CI=true with Docker installed: an error).
 # MODULE defaults to $LOOPBACK_GUARD_WASM or dist/loopback_guard.wasm. Nothing outside a temp
 # directory is written; the registry is stopped on exit.
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/docker-lib.sh
+source "$ROOT/scripts/docker-lib.sh"
 
 wasm=${1:-${LOOPBACK_GUARD_WASM:-$ROOT/dist/loopback_guard.wasm}}
 [ -f "$wasm" ] || die "no module at $wasm (run make build)"
@@ -29,8 +38,11 @@ py=$("$ROOT/scripts/py.sh")
 tmp=$(mktemp -d)
 registry_pid=
 tls_registry_pid=
+open_registry_pid=
+docker_names=()
 cleanup() {
-  for pid in $registry_pid $tls_registry_pid; do
+  [ ${#docker_names[@]} -eq 0 ] || docker image rm "${docker_names[@]}" >/dev/null 2>&1 || true
+  for pid in $registry_pid $tls_registry_pid $open_registry_pid; do
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
@@ -176,6 +188,33 @@ REGISTRY_CERT_DIR="$tls/trust" REGISTRY_CREDS="pusher:$password" push_tls 2>"$tm
   fail "push over TLS with credentials failed: $(cat "$tmp/push.err")"
 log "ok: TLS registry with a password: refused without credentials, refused without trusting its CA, pushed with both"
 
+# 3c. istio-agent's own fetch rules (scripts/istio_fetch.py, from istio/istio pkg/wasm at
+# 1.31.0-rc.0), against these registries: format classification, digest pinning, the realm check
+# that refuses htpasswd's Basic realm label (3b), and a third registry like 3b whose Basic realm
+# is an https URL, which that check lets through.
+open_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.2", 0)); print(s.getsockname()[1])')
+sed -e "s|realm: loopback-guard-test|realm: https://registry.example.com/|" \
+  -e "s|127.0.0.2:$tls_port|127.0.0.2:$open_port|" -e "s|tls-registry-storage|open-registry-storage|" \
+  "$tmp/tls-registry.yml" >"$tmp/open-registry.yml"
+docker-registry serve "$tmp/open-registry.yml" >"$tmp/open-registry.log" 2>&1 &
+open_registry_pid=$!
+for _ in $(seq 50); do
+  (exec 3<>"/dev/tcp/127.0.0.2/$open_port") 2>/dev/null && break
+  kill -0 "$open_registry_pid" 2>/dev/null || fail "the third registry exited: $(cat "$tmp/open-registry.log")"
+  sleep 0.2
+done
+tls_repo="127.0.0.2:$open_port/loopback-guard"
+REGISTRY_CERT_DIR="$tls/trust" REGISTRY_CREDS="pusher:$password" push_tls 2>"$tmp/push.err" ||
+  fail "push to the third registry failed: $(cat "$tmp/push.err")"
+"$py" "$ROOT/scripts/istio_fetch.py" run --plain "127.0.0.1:$port" --repo loopback-guard --tag "$tag" \
+  --artifact-tag "$tag-artifact" --digest "$image_digest" --artifact-digest "$artifact_digest" \
+  --module "$build_sha" --tls "127.0.0.2:$tls_port" --tls-open "127.0.0.2:$open_port" \
+  --creds "pusher:$password" || fail "istio-agent's fetch rules: see above"
+kill "$open_registry_pid" 2>/dev/null || true
+wait "$open_registry_pid" 2>/dev/null || true
+open_registry_pid=
+log "ok: istio-agent's fetch rules (classification, digest pinning, realm check) on real registries"
+
 # 4. Pull back with skopeo and extract the module as istio-agent would.
 for ref in image artifact; do
   src="docker://$repo:$tag"
@@ -212,4 +251,29 @@ log "running the integration demo with the pulled module"
   cargo run --locked --quiet -p loopback-guard-integration --bin demo) ||
   die "Envoy with the pulled module: the demo failed (rightful 200 / rogue 403 expected)"
 log "ok: Envoy with the pulled module: rightful 200, rogue 403"
-echo "test-oci: 7 passed, 0 failed"
+
+# 7. The Dockerfile's image, built by the engine, through the same registry.
+problem=$(docker_engine_problem)
+if [ -n "$problem" ]; then
+  docker_skip_or_die "test-oci (docker build)" "$problem"
+  echo "test-oci: 8 passed, 0 failed, 1 skipped"
+  exit 0
+fi
+built="loopback-guard-test/plugin:oci-$$"
+pushed="$repo:docker-build"
+docker_names=("$built" "$pushed")
+id=$("$ROOT/scripts/docker-image.sh" "$wasm" "$built") || fail "docker build of the Dockerfile failed"
+docker tag "$built" "$pushed"
+docker push --quiet "$pushed" >/dev/null || fail "docker push $pushed failed"
+# (skopeo converts the engine's Docker manifest to OCI, as an OCI layout requires.)
+skopeo copy --quiet --src-tls-verify=false "docker://$pushed" "oci:$tmp/docker-pulled:image" >&2 ||
+  fail "skopeo could not pull $pushed"
+python3 "$ROOT/scripts/oci_layout.py" extract --layout "$tmp/docker-pulled" --ref image --variant image \
+  --out "$tmp/docker-pulled.wasm" >/dev/null || fail "$pushed is not in the image format istio-agent reads"
+got=$(sha256sum "$tmp/docker-pulled.wasm" | cut -d' ' -f1)
+[ "$got" = "$build_sha" ] || fail "$pushed: module sha256:$got, built sha256:$build_sha"
+docker image rm "$built" "$pushed" >/dev/null
+docker pull --quiet "$pushed" >/dev/null || fail "docker pull $pushed failed"
+[ "$(docker image inspect -f '{{.Id}}' "$pushed")" = "$id" ] || fail "docker pull $pushed: another image ID than the build's $id"
+log "ok: docker build: one layer holding exactly plugin.wasm; pushed, pulled back by skopeo (module sha256:$got = the build) and by docker (image $id)"
+echo "test-oci: 9 passed, 0 failed"

@@ -7,8 +7,11 @@
 Without FILEs it checks both families of Istio manifests: deploy/istio/*.yaml (the sources, and
 the rendering for Istio 1.26-1.29: a WasmPlugin) and deploy/istio/istio-1.30-and-later/ with
 deploy/istio's demo-app.yaml and backend.yaml (Istio 1.30+: a TrafficExtension); that both are
-what scripts/istio-manifests.py renders; and a fresh rendering for every supported Istio version
-(and the translated-WasmPlugin variant on 1.30+), each through checks 1 and 2.
+what `loopback-guard istio render` renders (cli/src/istio.rs, driven through
+scripts/istio-manifests.py); and a fresh rendering for every supported Istio version 1.26 to 1.31
+(and the translated-WasmPlugin variant on 1.30+), each through checks 1 and 2 and against that
+version's own CRDs (deploy/istio/testdata/istio-crds-by-version.yaml, from each minor's
+crd-all.gen.yaml); and that the renderer refuses the versions on either side (1.25, 1.32).
 
 1. Every Kubernetes manifest (or the FILEs given) is validated:
    Istio kinds against the openAPIV3Schema of their kind and version in
@@ -29,9 +32,10 @@ what scripts/istio-manifests.py renders; and a fresh rendering for every support
    pluginConfig as configuration). Validate mode starts the module's VM and runs its
    configure step, so the real module must accept the real pluginConfig.
 4. Without FILEs, also: the Dockerfile's shape, and deploy/compose/compose.yaml against
-   deploy/schemas/compose-spec.json and against what the demo relies on (the official Envoy
-   image of the tested version, the shared Envoy template with every placeholder set, the app
-   in Envoy's network namespace).
+   deploy/schemas/compose-spec.json and against what the demo relies on (every image
+   ${VARIABLE:-official image}, the Envoy one of the tested version and also running certs and
+   render, nothing installed at start, the shared Envoy template with every placeholder set,
+   the app in Envoy's network namespace).
 5. --self-test then breaks the shipped files one way at a time (SELF_TESTS, COMPOSE_SELF_TESTS)
    and requires each break to be reported, naming it.
 
@@ -54,6 +58,10 @@ import urllib.parse
 import jsonschema
 import yaml
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from istio_model import (RBAC_TYPE, WASM_TYPE, dig, http_filters, inline_plugin, loopback_listener,  # noqa: E402
+                         plugin_fields, validate_plugin_config)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMAS = os.environ.get("LOOPBACK_GUARD_SCHEMAS", os.path.join(ROOT, "deploy", "schemas"))
 # Kubernetes' schemas of this version check the core kinds; the manifests use nothing newer.
@@ -61,22 +69,18 @@ KUBERNETES_VERSION = "1.33.0"
 
 # The contract with the module (docs/configuration.md, core/src/config.rs).
 ROOT_ID = "loopback_guard"
-# core/src/config.rs, struct Raw.
-PLUGIN_FIELDS = {
-    "mode", "principal", "principal_source", "trust_domain", "allowed_principals", "exempt_paths",
-    "exempt_authorities", "require_loopback", "log_allowed", "certificate_cache_size",
-    "log_field_max_bytes", "log_lines_per_second", "log_summary_seconds", "filter_state",
-}
-WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
-RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 ROUTER = "envoy.filters.http.router"
 
 # What istiod serves a plugin resource under over ECDS, by Istio minor version: 1.26-1.29 serve
 # WasmPlugins (pilot/pkg/model/extensions.go, WasmPluginResourceNamePrefix); 1.30+ serve only
 # TrafficExtensions, a WasmPlugin as the TrafficExtension "<name>~istio-translated-wasmplugin"
 # (pilot/pkg/networking/core/extension_config_builder.go, pilot/pkg/config/kube/extensions/
-# translate.go). Kept apart from scripts/istio-manifests.py on purpose: each checks the other.
+# translate.go; read at 1.26.0 to 1.29.6, 1.30.0 to 1.31.0-rc.0 and master 86c9f01). Kept apart
+# from the renderer (cli/src/istio.rs) and from scripts/istio_model.py on purpose: each checks
+# the others (this is the one deliberately independent copy of the rule).
 ISTIO_VERSIONS = range(26, 32)
+# Just outside: 1.25 (misspelt prefix) and 1.32 (newer than the newest tag read) must be refused.
+REFUSED_VERSIONS = ("1.25", "1.32", "1.32.0-alpha.0")
 FAMILY_A, FAMILY_B = 29, 31  # the checked-in examples: deploy/istio/, deploy/istio/istio-1.30-and-later/
 FAMILY_B_DIR = os.path.join(ROOT, "deploy", "istio", "istio-1.30-and-later")
 
@@ -117,6 +121,29 @@ def load_crd_schemas():
     with open(os.path.join(SCHEMAS, "istio-crds.yaml")) as f:
         for crd in yaml.safe_load_all(f):
             if not crd or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+            for version in crd["spec"]["versions"]:
+                if version.get("served", True):
+                    schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+CRDS_BY_VERSION = os.path.join(ROOT, "deploy", "istio", "testdata", "istio-crds-by-version.yaml")
+ISTIO_KINDS = ("WasmPlugin", "EnvoyFilter", "TrafficExtension")
+
+
+@functools.cache
+def load_crd_schemas_of(minor):
+    """The schemas of the Istio kinds as Istio 1.<minor> itself defines them (its own
+    crd-all.gen.yaml, deploy/istio/testdata/istio-crds-by-version.yaml)."""
+    schemas = {}
+    with open(CRDS_BY_VERSION) as f:
+        for crd in yaml.safe_load_all(f):
+            if not crd or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            versions = crd["metadata"]["annotations"]["loopback-guard.invalid/istio-versions"].split()
+            if f"1.{minor}" not in versions:
                 continue
             group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
             for version in crd["spec"]["versions"]:
@@ -269,36 +296,6 @@ def only(docs, kind):
     return found
 
 
-def dig(obj, *keys, default=None):
-    for key in keys:
-        if isinstance(obj, dict) and key in obj:
-            obj = obj[key]
-        elif isinstance(obj, list) and isinstance(key, int) and -len(obj) <= key < len(obj):
-            obj = obj[key]
-        else:
-            return default
-    return obj
-
-
-def loopback_listener(envoy_filter):
-    """The listener the EnvoyFilter ADDs (there must be exactly one)."""
-    adds = [p for p in envoy_filter["spec"].get("configPatches", [])
-            if p.get("applyTo") == "LISTENER" and dig(p, "patch", "operation") == "ADD"]
-    if len(adds) != 1:
-        return None
-    return adds[0]["patch"]["value"]
-
-
-def http_filters(listener):
-    return dig(listener, "filter_chains", 0, "filters", 0, "typed_config", "http_filters", default=[])
-
-
-def plugin_fields(plugin):
-    """The module's fields: the WasmPlugin's spec, or a TrafficExtension's spec.wasm."""
-    spec = plugin.get("spec", {})
-    return spec.get("wasm", {}) if plugin.get("kind") == "TrafficExtension" else spec
-
-
 def check_consistency(docs, minor):
     plugins = only(docs, "WasmPlugin") + only(docs, "TrafficExtension")
     filters = only(docs, "EnvoyFilter")
@@ -323,9 +320,10 @@ def check_consistency(docs, minor):
         problem(pw, f"{field}.url must be an oci:// URL")
     if not re.fullmatch(r"[0-9a-f]{64}", spec.get("sha256", "")):
         problem(pw, f"{field}.sha256 must be set (64 hex digits): without it the image is not verified")
-    unknown = sorted(set(spec.get("pluginConfig", {})) - PLUGIN_FIELDS)
-    if unknown:
-        problem(pw, f"{field}.pluginConfig has fields the module does not know: {unknown}")
+    # The module's own configuration code says what it accepts (`loopback-guard config validate`).
+    refused = validate_plugin_config(spec.get("pluginConfig", {}))
+    if refused:
+        problem(pw, f"{field}.pluginConfig: the module refuses it: {refused}")
     if dig(spec, "pluginConfig", "mode", default="enforce") != "enforce":
         problem(pw, f"{field}.pluginConfig.mode must be enforce in the shipped manifest")
     # The module sets filter state only when asked: an access log that reads it needs the ask.
@@ -462,34 +460,6 @@ def is_deny_all(config):
                for p in rules.get("policies", {}).values())
 
 
-def inline_plugin(listener, plugin, wasm):
-    """The listener with the plugin inlined as istio-agent hands it to Envoy over ECDS."""
-    listener = copy.deepcopy(listener)
-    spec = plugin_fields(plugin)
-    env = dig(spec, "vmConfig", "env", default=[])
-    config = {
-        "name": f"{plugin['metadata']['namespace']}.{plugin['metadata']['name']}",
-        "root_id": spec["pluginName"],
-        "configuration": {
-            "@type": "type.googleapis.com/google.protobuf.StringValue",
-            "value": json.dumps(spec.get("pluginConfig", {}), separators=(",", ":")),
-        },
-        "failure_policy": {"FAIL_CLOSE": "FAIL_CLOSED", "FAIL_OPEN": "FAIL_OPEN",
-                           "FAIL_RELOAD": "FAIL_RELOAD"}[spec.get("failStrategy", "FAIL_CLOSE")],
-        "vm_config": {
-            "runtime": "envoy.wasm.runtime.v8",
-            "code": {"local": {"filename": os.path.abspath(wasm)}},
-            "environment_variables": {
-                "host_env_keys": [e["name"] for e in env if e.get("valueFrom") == "HOST"],
-                "key_values": {e["name"]: e.get("value", "") for e in env if e.get("valueFrom", "INLINE") == "INLINE"},
-            },
-        },
-    }
-    filters_ = http_filters(listener)
-    filters_[0] = {"name": filters_[0]["name"], "typed_config": {"@type": WASM_TYPE, "config": config}}
-    return listener
-
-
 def envoy_validate(envoy, listener, label, say=print):
     with open(os.path.join(ROOT, "deploy", "istio", "testdata", "sidecar-bootstrap.yaml")) as f:
         bootstrap = yaml.safe_load(f)
@@ -535,9 +505,29 @@ def validate_compose(path, doc=None, say=None):
     with open(os.path.join(ROOT, "scripts", "lib.sh")) as f:
         envoy_version = re.search(r'ENVOY_VERSION="\$\{ENVOY_VERSION:-([0-9.]+)\}"', f.read())
     want_image = f"envoyproxy/envoy:v{envoy_version.group(1)}" if envoy_version else None
-    if dig(services, "envoy", "image") != want_image:
-        problem(where, f"services.envoy.image is {dig(services, 'envoy', 'image')!r}, expected {want_image!r} "
+    # Every image is ${VARIABLE:-official image}: users get the official one, the test its
+    # stand-in (scripts/compose-images.sh). certs and render run in the Envoy image too.
+    images = {}
+    for name, service in services.items():
+        image = str(dig(service, "image", default=""))
+        found = re.fullmatch(r"\$\{([A-Z_][A-Z0-9_]*):-([^}]+)\}", image)
+        if not found:
+            problem(where, f"services.{name}.image is {image!r}, expected ${{VARIABLE:-official image}}")
+            continue
+        images[name] = found.groups()
+    if images.get("envoy", (None, None))[1] != want_image:
+        problem(where, f"services.envoy.image is {dig(services, 'envoy', 'image')!r}, default expected {want_image!r} "
                 "(the Envoy version the tests run, scripts/lib.sh)")
+    for name in ("certs", "render"):
+        if name in images and images[name] != images.get("envoy"):
+            problem(where, f"services.{name}.image must be the envoy service's image, {dig(services, 'envoy', 'image')!r} "
+                    "(it has sh, awk and openssl: nothing to install at up)")
+    # Nothing installed when the stack starts: that needs the network on every `up`.
+    for name, service in services.items():
+        run = " ".join(str(part) for key in ("entrypoint", "command")
+                       for part in (service.get(key) if isinstance(service.get(key), list) else [service.get(key) or ""]))
+        if re.search(r"\b(apk add|apt-get|apt install|pip install|dnf install|yum install)\b", run):
+            problem(where, f"services.{name} installs packages when it starts ({run!r}): put them in its image")
     if dig(services, "app", "network_mode") != "service:envoy":
         problem(where, "services.app must share Envoy's network namespace (network_mode: service:envoy)")
     # The one Envoy config: the template the integration tests run, every placeholder filled in.
@@ -563,8 +553,8 @@ def validate_compose(path, doc=None, say=None):
     if not str(dig(services, "app", "environment", "GUARD_URL", default="")).endswith(f"127.0.0.1:{port}"):
         problem(where, f"services.app.environment.GUARD_URL must be https://127.0.0.1:{port} (LISTEN_PORT)")
     if len(problems) == before:
-        ok_(f"{where}: the official Envoy image of the tested version, the shared template fully "
-           "rendered, the app in Envoy's network namespace")
+        ok_(f"{where}: replaceable official images, Envoy's of the tested version (certs and render in it, "
+           "nothing installed at start), the shared template fully rendered, the app in Envoy's network namespace")
     return doc
 
 
@@ -604,7 +594,7 @@ def check_all(docs, envoy=None, wasm=None, consistency=True, quiet=False, minor=
             if not os.path.isfile(wasm):
                 problem("--wasm", f"{wasm}: no such file (run make build)")
             else:
-                envoy_validate(envoy, inline_plugin(listener, plugin, wasm),
+                envoy_validate(envoy, inline_plugin(minor, listener, plugin, wasm),
                                f"{label or 'plugin'} inlined as istio-agent delivers it, with the built module", say)
     return list(problems)
 
@@ -650,7 +640,7 @@ SELF_TESTS = [
      None),
     ("url scheme (CEL)", "WasmPlugin", _set(["spec", "url"], "ftp://example.com/x"), "url must have schema", None),
     ("plugin field the module does not know", "WasmPlugin", _set(["spec", "pluginConfig", "principle"], "x"),
-     "fields the module does not know", None),
+     "the module refuses it: loopback-guard: invalid configuration: principle: unknown field", None),
     ("access log reads filter state nobody asked for", "WasmPlugin",
      _set(["spec", "pluginConfig", "filter_state"], _DELETE), "pluginConfig.filter_state must be true", None),
     ("plugin attached to Istio's own listeners", "WasmPlugin", _set(["spec", "match"], _DELETE),
@@ -714,8 +704,15 @@ COMPOSE_SELF_TESTS = [
      "'netwrk_mode' does not match"),
     ("app in its own network namespace", _set(["services", "app", "network_mode"], _DELETE),
      "network_mode: service:envoy"),
-    ("another Envoy version", _set(["services", "envoy", "image"], "envoyproxy/envoy:v1.39.0"),
+    ("another Envoy version", _set(["services", "envoy", "image"], "${ENVOY_IMAGE:-envoyproxy/envoy:v1.39.0}"),
      "the Envoy version the tests run"),
+    ("an image that cannot be replaced", _set(["services", "backend", "image"], "hashicorp/http-echo:1.0.0"),
+     "expected ${VARIABLE:-official image}"),
+    ("certificates made in another image", _set(["services", "certs", "image"], "${CERTS_IMAGE:-alpine:3.20}"),
+     "must be the envoy service's image"),
+    ("a package installed at start",
+     _set(["services", "certs", "entrypoint"], ["/bin/sh", "-c", "apk add --no-cache openssl && sh /demo/gen-certs.sh /certs"]),
+     "installs packages when it starts"),
     ("a template placeholder left unset", _set(["services", "render", "environment", "PLUGIN_CONFIG"], _DELETE),
      "does not set ['PLUGIN_CONFIG']"),
     ("XFCC forwarded from the client",
@@ -798,13 +795,17 @@ def check_renderings():
     for minor, directory in ((FAMILY_A, os.path.join(ROOT, "deploy", "istio")), (FAMILY_B, FAMILY_B_DIR)):
         diff = render.check(render.render(f"1.{minor}"), directory)
         if diff:
-            found += [f"{rel(directory)}: {d} (run scripts/istio-manifests.py for 1.{minor} and commit it)" for d in diff]
+            found += [f"{rel(directory)}: {d} (run make istio-manifests ISTIO_VERSION=1.{minor} and copy it, then commit)" for d in diff]
         else:
             ok(f"{rel(directory)} is the rendering for Istio 1.{minor}")
     variants = [(m, None) for m in ISTIO_VERSIONS] + [(m, "wasmplugin") for m in ISTIO_VERSIONS if m >= 30]
-    if sorted(render.SUPPORTED) != list(ISTIO_VERSIONS):
-        found.append(f"scripts/istio-manifests.py supports {sorted(render.SUPPORTED)}, this validator "
-                     f"{list(ISTIO_VERSIONS)}: add a new version to both")
+    for version in REFUSED_VERSIONS:
+        try:
+            render.render(version)
+            found.append(f"the renderer accepted Istio {version}, which this validator does not know: "
+                         "add a new version to both (docs/istio.md, Adding a newer Istio)")
+        except render.RenderError as err:
+            ok(f"the renderer refuses Istio {version}: {str(err)[:70]}...")
     for minor, resource in variants:
         label = f"rendered for Istio 1.{minor}{' (WasmPlugin, translated name)' if resource else ''}"
         files = render.render(f"1.{minor}", resource)
@@ -815,6 +816,41 @@ def check_renderings():
             found += got
         else:
             ok(f"{label}: {', '.join(sorted(files))} valid and consistent")
+        # The same rendering against that version's own CRDs: a field or a kind 1.<minor>
+        # does not know (a TrafficExtension before 1.30, an enum value added later) is refused.
+        own = load_crd_schemas_of(minor)
+        before = len(problems)
+        istio_docs = [(w, d) for w, d in docs if d.get("kind") in ISTIO_KINDS]
+        for where, doc in istio_docs:
+            if (doc.get("apiVersion"), doc.get("kind")) not in own:
+                problem(where, f"Istio 1.{minor} defines no {doc.get('kind')} {doc.get('apiVersion')}")
+            else:
+                validate_manifest(f"{where} (Istio 1.{minor}'s CRD)", doc, own)
+        if len(problems) == before:
+            ok(f"{label}: {', '.join(sorted(d['kind'] for _, d in istio_docs))} valid against Istio 1.{minor}'s own CRDs")
+        else:
+            found += problems[before:]
+            del problems[before:]
+    # Per-version CRDs can fail: 1.29 defines no TrafficExtension.
+    extension = [(n, d) for n, t in (("extension 1.31", render.render(f"1.{FAMILY_B}")["trafficextension.yaml"]),)
+                 for d in yaml.safe_load_all(t) if d]
+    if (extension[0][1]["apiVersion"], "TrafficExtension") in load_crd_schemas_of(FAMILY_A):
+        found.append("Istio 1.29's own CRDs define a TrafficExtension (new in 1.30): wrong CRD file")
+    else:
+        ok("Istio 1.29's own CRDs have no TrafficExtension: a 1.31 rendering would be refused there")
+    # And a field value: failStrategy FAIL_RELOAD is new in 1.27's WasmPlugin CRD.
+    reload_plugin = yaml.safe_load(render.render(f"1.{FAMILY_A}")["wasmplugin.yaml"])
+    reload_plugin["spec"]["failStrategy"] = "FAIL_RELOAD"
+    verdicts = []
+    for minor in (26, 27):
+        before = len(problems)
+        validate_manifest("FAIL_RELOAD", reload_plugin, load_crd_schemas_of(minor))
+        verdicts.append(len(problems) > before)
+        del problems[before:]
+    if verdicts == [True, False]:
+        ok("failStrategy FAIL_RELOAD: refused by Istio 1.26's WasmPlugin CRD, accepted by 1.27's")
+    else:
+        found.append(f"failStrategy FAIL_RELOAD against 1.26/1.27's CRDs: refused {verdicts}, expected [True, False]")
     # The defect this guards against: a listener rendered for 1.26-1.29 asks 1.30+ for a name
     # its istiod never serves.
     old = render.render(f"1.{FAMILY_A}")

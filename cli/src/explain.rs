@@ -20,6 +20,61 @@ const MARKER: &str = "{\"decision\":";
 /// Longer lines are counted, not parsed: no decision line comes near it.
 const MAX_LINE: usize = 1 << 20;
 
+/// One decision line: the filter's JSON object, and what the log's prefix says of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecisionLine {
+    /// Envoy's level for the line (`info`, `warning`, ...), the third `[...]` of its prefix.
+    pub level: String,
+    /// The id of the Envoy thread (worker) that wrote it, the second `[...]`.
+    pub thread: String,
+    /// The line's time stamp, Envoy's or the one `kubectl logs --timestamps` puts first.
+    pub time: Option<String>,
+    pub json: Value,
+    /// The JSON object as it appeared in the log.
+    pub raw_json: String,
+}
+
+impl DecisionLine {
+    /// The decision line in `line`: `None` when there is none, or when the text after the
+    /// marker is not a JSON object with a `decision` and a `reason`.
+    pub fn parse(line: &str) -> Option<Self> {
+        let start = line.find(MARKER)?;
+        let (prefix, rest) = line.split_at(start);
+        let mut values = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
+        let json = values.next()?.ok()?;
+        json.get("decision")?.as_str()?;
+        json.get("reason")?.as_str()?;
+        let raw_json = rest.get(..values.byte_offset())?.to_owned();
+        let bracketed = |n: usize| prefix.split("][").nth(n).unwrap_or_default().to_owned();
+        Some(Self { level: bracketed(2), thread: bracketed(1), time: log_time(prefix), json, raw_json })
+    }
+
+    /// A string field; `None` when absent or `null`.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.json.get(name).and_then(Value::as_str)
+    }
+
+    pub fn decision(&self) -> &str {
+        self.field("decision").unwrap_or_default()
+    }
+
+    pub fn reason(&self) -> &str {
+        self.field("reason").unwrap_or_default()
+    }
+
+    pub fn peer_principal(&self) -> Option<&str> {
+        self.field("peer_principal")
+    }
+
+    pub fn expected_principal(&self) -> Option<&str> {
+        self.field("expected_principal")
+    }
+
+    pub fn path(&self) -> Option<&str> {
+        self.field("path")
+    }
+}
+
 /// When something was seen, and how often.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Seen {
@@ -121,14 +176,15 @@ impl Summary {
         if matches!(text, std::borrow::Cow::Owned(_)) {
             self.non_utf8_lines += 1;
         }
-        let Some(start) = text.find(MARKER) else { return };
-        let (prefix, rest) = text.split_at(start);
-        let Some((decision, reason, json)) = decision_object(rest) else {
+        if !text.contains(MARKER) {
+            return;
+        }
+        let Some(line) = DecisionLine::parse(&text) else {
             self.unparsable_lines += 1;
             return;
         };
-        let time = log_time(prefix);
-        let time = time.as_deref();
+        let (decision, reason, json) = (line.decision().to_owned(), line.reason().to_owned(), &line.json);
+        let time = line.time.as_deref();
         self.decision_lines += 1;
         self.all.add(time);
         self.by_reason.entry(decision.clone()).or_default().entry(reason.clone()).or_default().add(time);
@@ -200,14 +256,6 @@ fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<usize> 
             return Ok(total);
         }
     }
-}
-
-/// The decision object at the start of `text`: (decision, reason, the object).
-fn decision_object(text: &str) -> Option<(String, String, Value)> {
-    let json: Value = serde_json::Deserializer::from_str(text).into_iter::<Value>().next()?.ok()?;
-    let decision = json.get("decision")?.as_str()?.to_owned();
-    let reason = json.get("reason")?.as_str()?.to_owned();
-    Some((decision, reason, json))
 }
 
 /// The time stamp of a log line: Envoy's `[2026-12-01 23:12:07.123]`, else the RFC 3339 stamp

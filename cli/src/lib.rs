@@ -3,6 +3,7 @@
 //! - `check`: what the filter decides for a certificate, step by step, and the line it logs.
 //! - `config validate`: the error Envoy's log would show for a configuration, or its summary.
 //! - `explain-log`: the decision lines of an Envoy log, summed up.
+//! - `istio render`: the Istio manifests for one Istio version ([`istio`]).
 //!
 //! Every decision is made by `loopback-guard-core`, the code the module runs; [`host`] describes
 //! the request as Envoy 1.40 would. [`run`] is the whole command, so tests and the demo call it
@@ -17,12 +18,16 @@ use std::path::{Path, PathBuf};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use loopback_guard_core::config::Policy;
 
+pub mod cert;
 mod check;
 pub mod explain;
 mod explain_log;
+mod handshake;
 pub mod host;
+pub mod istio;
 pub mod manifest;
 mod style;
+mod validate;
 
 pub use style::Style;
 
@@ -66,6 +71,11 @@ enum Command {
     },
     /// Sum up the decision lines of an Envoy (or `kubectl logs`) log.
     ExplainLog(ExplainArgs),
+    /// Istio manifests for one Istio version.
+    Istio {
+        #[command(subcommand)]
+        command: istio::IstioCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -185,8 +195,9 @@ where
     let json = cli.output == Output::Json;
     let result = match &cli.command {
         Command::Check(args) => check::run(args, json, io),
-        Command::Config { command: ConfigCommand::Validate(args) } => validate(args, json, io),
+        Command::Config { command: ConfigCommand::Validate(args) } => validate::run(args, json, io),
         Command::ExplainLog(args) => explain_log::run(args, json, io),
+        Command::Istio { command } => istio::run(command, io),
     };
     match result {
         Ok(code) => code,
@@ -232,45 +243,11 @@ pub(crate) fn read_configs(path: &Path) -> Result<Vec<ConfigText>, Failure> {
 /// The filter's own summary of a policy, as it logs `configured: ...` at start, with the
 /// configured principal where there is one.
 pub(crate) fn policy_summary(policy: &Policy) -> String {
-    let summary = loopback_guard_core::engine::summary(policy);
+    let summary = loopback_guard_core::engine::configured_line(policy);
     match &policy.principal {
         Some(principal) => format!("{summary} principal={principal}"),
         None => summary,
     }
-}
-
-fn validate(args: &ValidateArgs, json: bool, io: &mut Io<'_>) -> Result<u8, Failure> {
-    let configs = read_configs(&args.file)?;
-    let mut code = EXIT_OK;
-    let mut results = Vec::new();
-    let mut text = String::new();
-    for config in &configs {
-        match Policy::from_json(&config.json, args.trust_domain.as_deref()) {
-            Ok(policy) => {
-                let summary = policy_summary(&policy);
-                text.push_str(&format!("{}: {} {summary}\n", config.location, io.style.good("valid:")));
-                results.push(serde_json::json!({
-                    "location": config.location, "valid": true, "summary": summary,
-                }));
-            }
-            Err(e) => {
-                code = EXIT_REFUSED;
-                // The line the filter logs before Envoy refuses the configuration.
-                let error = format!("loopback-guard: {e}");
-                text.push_str(&format!("{}: {}\n", config.location, io.style.bad(&error)));
-                results.push(serde_json::json!({
-                    "location": config.location, "valid": false, "error": error,
-                    "field": e.field, "problem": e.problem,
-                }));
-            }
-        }
-    }
-    if json {
-        let document = serde_json::json!({ "valid": code == EXIT_OK, "configurations": results });
-        text = format!("{document:#}\n");
-    }
-    emit(io, &text)?;
-    Ok(code)
 }
 
 /// Standard input, or a file.

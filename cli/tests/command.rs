@@ -158,7 +158,7 @@ fn check_decides_as_the_filter() {
         let stdout = text(&output.stdout);
         assert_eq!(output.status.code(), Some(code), "{name}: {stdout}{}", text(&output.stderr));
         assert!(stdout.contains(&format!("Verdict: {decision}, {reason}")), "{name}: {stdout}");
-        assert!(stdout.contains("6. principal"), "{name}: every step is listed: {stdout}");
+        assert!(stdout.contains("6. Principal"), "{name}: every step is listed: {stdout}");
         let line = stdout.lines().last().unwrap();
         let logged: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(
@@ -176,6 +176,19 @@ fn check_decides_as_the_filter() {
             "{name}"
         );
         assert_eq!(report["exit_code"], code, "{name}");
+        // The filter's own outcome: the counter it bumps, and what it logs at configure.
+        let counter = match (decision, reason) {
+            ("allow", "exempt") => "loopback_guard.exempt".to_owned(),
+            ("allow", _) => "loopback_guard.allowed".to_owned(),
+            ("would_deny", _) => "loopback_guard.would_deny".to_owned(),
+            (_, reason) => format!("loopback_guard.denied.{reason}"),
+        };
+        assert_eq!(report["counter"].as_str(), Some(counter.as_str()), "{name}");
+        let configured = report["notices"].as_array().unwrap().iter().any(|n| {
+            n["level"] == "info"
+                && n["text"].as_str().unwrap().starts_with("loopback-guard: configured: mode=")
+        });
+        assert!(configured, "{name}: {}", report["notices"]);
         assert_eq!(report["decision_line"].as_str(), Some(line), "{name}: the same line in both outputs");
         assert_eq!(report["steps"].as_array().unwrap().len(), 6, "{name}");
     }
@@ -235,9 +248,9 @@ fn check_shows_why_at_the_deciding_step() {
     let output = run(&["check", "--cert", path(&rogue), "--namespace", "demo", "--service-account", "app"]);
     let stdout = text(&output.stdout);
     for want in [
-        "2. loopback peer          pass",
+        "2. Loopback peer          pass",
         "5. X509-SVID rules        pass  one URI SAN, spiffe://cluster.local/ns/demo/sa/db",
-        "6. principal              FAIL  principal_mismatch: spiffe://cluster.local/ns/demo/sa/db is neither the \
+        "6. Principal              FAIL  principal_mismatch: spiffe://cluster.local/ns/demo/sa/db is neither the \
          expected principal spiffe://cluster.local/ns/demo/sa/app",
         "expected principal spiffe://cluster.local/ns/demo/sa/app (from node_metadata)",
         "Envoy answers 403 with the body \"loopback-guard: denied: principal_mismatch\"",

@@ -11,93 +11,11 @@ use crate::decision::{Decision, Guard, Reason, Verdict};
 use crate::host::{connection_id, peer_address, Host};
 use crate::log::{decision_line, RequestLabels};
 use crate::loglimit::LogLimiter;
+pub use crate::notice::{Level, Notice};
+pub use crate::stats::{Counter, Reply, COUNTER_PREFIX, DECISION_STATE, REASON_STATE, REPLY_HEADERS};
 
-/// The prefix of every counter: `loopback_guard.allowed`, `.denied.<reason>`, ...
-pub const COUNTER_PREFIX: &str = "loopback_guard";
-/// Filter state keys, read in an access log as `%FILTER_STATE(wasm.loopback_guard.decision)%`.
-pub const DECISION_STATE: &str = "loopback_guard.decision";
-pub const REASON_STATE: &str = "loopback_guard.reason";
 /// How many connections' "first allowed request" are remembered per VM.
 const RECENT_CONNECTIONS: usize = 4096;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Error,
-    Warn,
-    Info,
-}
-
-/// One line for the proxy's log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Notice {
-    pub level: Level,
-    pub text: String,
-}
-
-impl Notice {
-    pub fn new(level: Level, text: impl Into<String>) -> Self {
-        Self { level, text: text.into() }
-    }
-}
-
-/// A counter in the proxy's stats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Counter {
-    Allowed,
-    Exempt,
-    WouldDeny,
-    /// A decision line the log limiter held back.
-    LogHeldBack,
-    /// One per deny reason.
-    Denied(Reason),
-}
-
-impl Counter {
-    /// Every counter, so that all of them can be defined up front and show in stats from the start.
-    pub fn all() -> impl Iterator<Item = Counter> {
-        [Self::Allowed, Self::Exempt, Self::WouldDeny, Self::LogHeldBack]
-            .into_iter()
-            .chain(Reason::ALL.iter().filter(|reason| !reason.is_allow()).map(|reason| Self::Denied(*reason)))
-    }
-
-    pub fn name(self) -> String {
-        match self {
-            Self::Allowed => format!("{COUNTER_PREFIX}.allowed"),
-            Self::Exempt => format!("{COUNTER_PREFIX}.exempt"),
-            Self::WouldDeny => format!("{COUNTER_PREFIX}.would_deny"),
-            Self::LogHeldBack => format!("{COUNTER_PREFIX}.log_held_back"),
-            Self::Denied(reason) => format!("{COUNTER_PREFIX}.denied.{}", reason.as_str()),
-        }
-    }
-
-    /// The counter every decision bumps.
-    pub fn of(decision: &Decision) -> Self {
-        match (decision.verdict, decision.reason) {
-            (Verdict::Allow, Reason::Exempt) => Self::Exempt,
-            (Verdict::Allow, _) => Self::Allowed,
-            (Verdict::WouldDeny, _) => Self::WouldDeny,
-            (Verdict::Deny, reason) => Self::Denied(reason),
-        }
-    }
-}
-
-/// The headers of every 403 the filter sends.
-pub const REPLY_HEADERS: &[(&str, &str)] = &[("content-type", "text/plain; charset=utf-8")];
-
-/// The local reply that ends a denied request: all of it fixed at compile time, so a flood of
-/// denials formats nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reply {
-    pub status: u32,
-    pub headers: &'static [(&'static str, &'static str)],
-    pub body: &'static str,
-}
-
-impl Reply {
-    fn denied(reason: Reason) -> Self {
-        Self { status: 403, headers: REPLY_HEADERS, body: reason.reply_body() }
-    }
-}
 
 /// Everything the glue does for one request, in this order: log `notices`, bump the counters,
 /// write `log`, set `filter_state`, send `reply`; then continue only if [`Outcome::proceeds`].
@@ -173,7 +91,7 @@ impl Engine {
         let mut notices = prefixed(guard.take_notices());
         notices.push(Notice::new(
             Level::Info,
-            format!("loopback-guard: configured: {}", summary(guard.policy())),
+            format!("loopback-guard: configured: {}", configured_line(guard.policy())),
         ));
         let policy = guard.policy();
         let limiter = LogLimiter::new(policy.log_lines_per_second, policy.log_summary_seconds);
@@ -190,7 +108,7 @@ impl Engine {
         self.guard.policy()
     }
 
-    /// How often [`Engine::summary`] should be asked, in seconds.
+    /// How often [`Engine::held_back_summary`] should be asked, in seconds.
     pub fn summary_period_seconds(&self) -> u64 {
         u64::from(self.policy().log_summary_seconds)
     }
@@ -206,7 +124,7 @@ impl Engine {
     }
 
     /// The summary of held-back decision lines, if one is due.
-    pub fn summary(&mut self, now_ms: u64) -> Option<Notice> {
+    pub fn held_back_summary(&mut self, now_ms: u64) -> Option<Notice> {
         self.limiter.summary(now_ms).map(|line| Notice::new(Level::Warn, line))
     }
 
@@ -276,7 +194,7 @@ fn log_line(decision: &Decision, host: &impl Host, max_field_bytes: usize) -> No
 }
 
 /// The configuration in one line, for the proxy's log at start-up.
-pub fn summary(policy: &Policy) -> String {
+pub fn configured_line(policy: &Policy) -> String {
     format!(
         "mode={} principal_source={} trust_domain={} allowed_principals={} exempt_paths={:?} \
          exempt_authorities={:?} require_loopback={} log_allowed={} certificate_cache_size={} \
@@ -391,7 +309,7 @@ mod tests {
             [Counter::Denied(Reason::NoClientCertificate), Counter::LogHeldBack]
         );
         assert!(engine.handle(&anonymous(40001)).log.is_some(), "another connection");
-        let summary = engine.summary(u64::MAX).unwrap();
+        let summary = engine.held_back_summary(u64::MAX).unwrap();
         assert_eq!(summary.level, Level::Warn);
         assert!(summary.text.starts_with(r#"{"decision_lines_held_back":{"no_client_certificate":1}"#));
     }

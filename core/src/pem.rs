@@ -83,6 +83,20 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     })
 }
 
+/// PEM text of a DER certificate as Envoy gives it in `connection.peer_certificate`: 64
+/// columns, each line ending in a newline. The inverse of [`certificate_der`].
+pub fn certificate_pem(der: &[u8]) -> String {
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    // Base64 is ASCII, so every 64-byte chunk is whole characters.
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -129,17 +129,7 @@ pub fn der_tlv(tag: u8, value: &[u8]) -> Vec<u8> {
 }
 
 /// PEM text of a DER certificate, wrapped at 64 columns as Envoy prints it.
-pub fn pem_encode(der: &[u8]) -> String {
-    use base64::Engine;
-    let body = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in body.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(line).unwrap());
-        pem.push('\n');
-    }
-    pem.push_str("-----END CERTIFICATE-----\n");
-    pem
-}
+pub use crate::pem::certificate_pem as pem_encode;
 
 /// Percent-encodes as Envoy writes the PEM into XFCC's `Cert` value and, on versions that
 /// encode it, into `connection.peer_certificate`: every byte but ASCII letters, digits and

@@ -3,7 +3,7 @@
 # Every ${NAME} (NAME in capitals, digits, underscores) is replaced by the environment variable
 # NAME; a placeholder whose variable is unset is an error, so a half-filled config never
 # reaches Envoy. Values are inserted as they are (no second pass, no escaping), like envsubst.
-# POSIX sh and awk only: runs in a bare alpine image (busybox) and on any Linux host.
+# POSIX sh and awk only: runs in the Envoy image (dash, mawk), under busybox and on any Linux host.
 set -eu
 template=$1
 output=$2

@@ -1,4 +1,4 @@
-//! The filter's decision lines, as Envoy prints them:
+//! The filter's decision lines, as Envoy prints them, read with the command's own parser:
 //!
 //! ```text
 //! [2026-01-01 00:00:00.000][4242][warning][wasm] [source/...] wasm log loopback_guard loopback_guard: {"decision":"deny",...}
@@ -6,57 +6,8 @@
 
 use serde_json::Value;
 
-const MARKER: &str = "{\"decision\":";
-
-/// One decision line: Envoy's log level and the filter's JSON object.
-#[derive(Clone, Debug)]
-pub struct DecisionLine {
-    /// Envoy's level for the line: `info`, `warning`, ...
-    pub level: String,
-    /// The id of the Envoy thread (worker) that wrote it.
-    pub thread: String,
-    pub json: Value,
-    /// The JSON object as it appeared in the log.
-    pub raw_json: String,
-}
-
-impl DecisionLine {
-    /// Parses a log line, if it is a decision line.
-    pub fn parse(line: &str) -> Option<Self> {
-        let start = line.find(MARKER)?;
-        let raw_json = line.get(start..)?.trim_end();
-        let json: Value = serde_json::from_str(raw_json).ok()?;
-        // "[time][thread][level][logger] ..." -> the third bracketed field.
-        let level = line.split("][").nth(2).unwrap_or_default().to_owned();
-        let thread = line.split("][").nth(1).unwrap_or_default().to_owned();
-        Some(DecisionLine { level, thread, json, raw_json: raw_json.to_owned() })
-    }
-
-    /// A string field; `None` when absent or `null`.
-    pub fn field(&self, name: &str) -> Option<&str> {
-        self.json.get(name).and_then(Value::as_str)
-    }
-
-    pub fn decision(&self) -> &str {
-        self.field("decision").unwrap_or_default()
-    }
-
-    pub fn reason(&self) -> &str {
-        self.field("reason").unwrap_or_default()
-    }
-
-    pub fn peer_principal(&self) -> Option<&str> {
-        self.field("peer_principal")
-    }
-
-    pub fn expected_principal(&self) -> Option<&str> {
-        self.field("expected_principal")
-    }
-
-    pub fn path(&self) -> Option<&str> {
-        self.field("path")
-    }
-}
+/// The command's parser of decision lines (`loopback-guard explain-log` reads them with it).
+pub use loopback_guard_cli::explain::DecisionLine;
 
 const SUMMARY_MARKER: &str = "{\"decision_lines_held_back\":";
 

@@ -47,6 +47,26 @@ pub fn istiod_ecds_name(minor: u32, kind: &str, namespace: &str, name: &str) -> 
     }
 }
 
+/// The Wasm PluginConfig's own `name` that istiod gives the plugin: `<ns>.<resource name>`
+/// (`pilot/pkg/model/extensions.go`, the `Name` of the Wasm config, at 1.26.0 ... 1.31.0-rc.0),
+/// where a WasmPlugin on 1.30+ is the translated TrafficExtension `<name>~istio-translated-wasmplugin`
+/// (`pilot/pkg/config/kube/extensions/translate.go`). Envoy names the plugin's own stats after
+/// it (`wasm.<this>.vm_reload`, ...).
+pub fn istiod_plugin_name(minor: u32, kind: &str, namespace: &str, name: &str) -> String {
+    if minor >= 30 && kind == "WasmPlugin" {
+        format!("{namespace}.{name}~istio-translated-wasmplugin")
+    } else {
+        format!("{namespace}.{name}")
+    }
+}
+
+/// The prefix of the config-discovery stats Envoy keeps for an HTTP filter delivered over ECDS
+/// under `ecds_name` (the name is kept whole, `.` and `/` included), as read from a real Envoy's
+/// admin `/stats`: `<prefix>config_reload`, `config_fail`, `config_conflict`, ...
+pub fn ecds_stats_prefix(ecds_name: &str) -> String {
+    format!("extension_config_discovery.http_filter.{ecds_name}.")
+}
+
 /// The Python with xds-protos and grpcio (installed on first use by `scripts/xds-python.sh`),
 /// looked up once per test process: tests running in parallel must not install it twice.
 pub fn xds_python() -> Result<PathBuf> {
@@ -266,6 +286,16 @@ impl Sidecar {
 
     pub fn admin_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.ports.admin)
+    }
+
+    /// GET `path` (with its query) on the admin interface; the body, parsed as JSON.
+    pub fn admin_json(&self, path: &str) -> Result<Value> {
+        let url = format!("{}{path}", self.admin_url());
+        let reply = get_plain(&url)?;
+        if reply.status != 200 {
+            return Err(Error::new(format!("GET {url}: {}", reply.status)));
+        }
+        serde_json::from_str(&reply.body).context(format!("GET {url}: not JSON"))
     }
 
     pub fn url(&self, path: &str) -> String {

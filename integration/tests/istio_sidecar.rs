@@ -20,7 +20,8 @@ mod cases {
     use loopback_guard_integration::pki::{Pki, APP_ID};
     use loopback_guard_integration::scenario::BACKEND_BODY;
     use loopback_guard_integration::sidecar::{
-        istiod_ecds_name, render_manifests, ControlPlane, Seen, Sidecar, BACKEND_HOST,
+        ecds_stats_prefix, istiod_ecds_name, istiod_plugin_name, render_manifests, ControlPlane, Seen,
+        Sidecar, BACKEND_HOST,
     };
 
     const NOT_LOADED: &str = "rbac_access_denied_matched_policy[loopback-guard-not-loaded]";
@@ -93,6 +94,8 @@ mod cases {
         plane: ControlPlane,
         sidecar: Sidecar,
         served_name: Option<String>,
+        /// The control plane's answer to the last `plugin` command.
+        last_served: Value,
     }
 
     /// A control plane playing `istio_version`'s istiod with `rendered` applied, SDS served, the
@@ -114,7 +117,7 @@ mod cases {
             .unwrap();
         plane.command(json!({"cmd": "plugin", "state": "withheld"})).unwrap();
         let sidecar = Sidecar::start(&plane, ports).unwrap();
-        Pod { pki, plane, sidecar, served_name }
+        Pod { pki, plane, sidecar, served_name, last_served: Value::Null }
     }
 
     impl Pod {
@@ -126,6 +129,7 @@ mod cases {
             }
             let answer = self.plane.command(command).unwrap();
             assert_eq!(answer["delivered"], answer["served"], "served but not requested: {answer}");
+            self.last_served = answer;
             self.plane.command(json!({"cmd": "wait_ecds", "timeout": 15})).unwrap()
         }
 
@@ -158,6 +162,66 @@ mod cases {
         if status == 200 {
             assert_eq!(seen.reply.as_ref().unwrap().body, BACKEND_BODY, "{what}: routed over RDS \"80\"");
         }
+    }
+
+    /// The ECDS counters of the plugin's filter, by short name (`config_reload`, ...), as the real
+    /// Envoy names them: `extension_config_discovery.http_filter.<ECDS name>.` before each.
+    fn ecds_counters(pod: &Pod, ecds_name: &str) -> BTreeMap<String, u64> {
+        let prefix = ecds_stats_prefix(ecds_name);
+        let stats = pod.sidecar.stats("^extension_config_discovery\\.").unwrap();
+        stats.0.iter().filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.to_owned(), *v))).collect()
+    }
+
+    /// What reached Envoy over ECDS is named as istiod names it and rewritten as istio-agent
+    /// rewrites it, and the stats a user greps for carry the names docs/istio.md gives.
+    fn assert_delivered_as_istio_does(pod: &Pod, rendered: &Rendered, istio_version: &str) {
+        let minor = minor(istio_version);
+        let ecds_name = &rendered.listener_filter;
+        let plugin_name = istiod_plugin_name(minor, &rendered.kind, &rendered.namespace, &rendered.name);
+        // One config the module refused (NACKed), then one accepted. Seen on Envoy 1.36.4, 1.38.2, 1.40.0:
+        // config_reload 2 (the refused one counts there too), config_fail 1, update_rejected 1,
+        // update_success 1; with one accepted config alone config_reload is 1 (the translated
+        // case below). So a NACK shows in config_fail / update_rejected, not in config_reload.
+        let ecds = ecds_counters(pod, ecds_name);
+        for name in ["config_reload", "config_fail", "config_conflict", "update_success", "update_rejected"] {
+            assert!(ecds.contains_key(name), "no {}{name} in {ecds:?}", ecds_stats_prefix(ecds_name));
+        }
+        assert_eq!(
+            (ecds["config_reload"], ecds["config_fail"], ecds["config_conflict"]),
+            (2, 1, 0),
+            "{ecds:?}"
+        );
+        assert_eq!((ecds["update_success"], ecds["update_rejected"]), (1, 1), "{ecds:?}");
+        // The Wasm plugin's own stats are named after its PluginConfig name, the filter's
+        // counters after the filter (`wasmcustom.loopback_guard.`), whatever the plugin's name.
+        let wasm = pod.sidecar.stats("^wasm").unwrap();
+        assert!(wasm.0.contains_key(&format!("wasm.{plugin_name}.vm_reload")), "{:?}", wasm.0.keys());
+        for counter in ["allowed", "denied.principal_mismatch", "denied.no_client_certificate", "would_deny"]
+        {
+            assert!(
+                wasm.0.contains_key(&format!("wasmcustom.loopback_guard.{counter}")),
+                "no wasmcustom.loopback_guard.{counter} in {:?}",
+                wasm.0.keys()
+            );
+        }
+        // Envoy's own view of the delivered filter: under the ECDS name, the PluginConfig named
+        // as istiod names it, no ISTIO_META_* left in the VM's environment (stripped by the
+        // agent), TRUST_DOMAIN taken from the host.
+        let dump = pod.sidecar.admin_json("/config_dump?resource=ecds_filters").unwrap();
+        let filters: Vec<&Value> = dump["configs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["ecds_filter"]["name"] == json!(ecds_name))
+            .collect();
+        assert_eq!(filters.len(), 1, "{dump}");
+        let config = &filters[0]["ecds_filter"]["typed_config"]["config"];
+        assert_eq!(config["name"], json!(plugin_name), "{config}");
+        let env = &config["vm_config"]["environment_variables"];
+        assert_eq!(env["host_env_keys"], json!(["TRUST_DOMAIN"]), "{config}");
+        let kept: Vec<&String> =
+            env["key_values"].as_object().map(|m| m.keys().collect()).unwrap_or_default();
+        assert!(kept.iter().all(|k| !k.starts_with("ISTIO_META_")), "{kept:?}");
     }
 
     /// Every case of issue 8 for one Istio version's rendering, in one sidecar.
@@ -193,11 +257,18 @@ mod cases {
         // Delivered: the rightful app passes, a rogue is denied, no certificate is refused.
         let answer = pod.serve("module", None);
         assert_eq!(answer["ack"], json!(true), "{answer}");
+        let istiod_form = &pod.last_served["istiod_form"];
+        assert_eq!(
+            istiod_form["env"],
+            json!(["ISTIO_META_WASM_IMAGE_PULL_POLICY", "ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION"]),
+            "the agent's hints as istiod writes them (pkg/model/wasm.go): {istiod_form}"
+        );
         pod.sidecar.settle(&pod.pki, &app, 200).unwrap();
         let seen = pod.sidecar.observe(&pod.pki, Some(&app), BACKEND_HOST).unwrap();
         assert_decision(&seen, 200, ("allow", "ok"), "allowed", "rightful app");
         let seen = pod.sidecar.observe(&pod.pki, Some(&rogue), BACKEND_HOST).unwrap();
         assert_decision(&seen, 403, ("deny", "principal_mismatch"), "denied.principal_mismatch", "rogue");
+        assert_delivered_as_istio_does(&pod, &rendered, istio_version);
         let seen = pod.sidecar.observe(&pod.pki, None, BACKEND_HOST).unwrap();
         assert!(seen.reply.is_err(), "no certificate: {seen:?}");
         assert!(seen.decisions.is_empty() && seen.guard.is_empty(), "{seen:?}");
@@ -306,5 +377,18 @@ mod cases {
         pod.sidecar.settle(&pod.pki, &app, 200).unwrap();
         let seen = pod.sidecar.observe(&pod.pki, Some(&app), BACKEND_HOST).unwrap();
         assert_decision(&seen, 200, ("allow", "ok"), "allowed", "rightful app");
+        assert_eq!(
+            pod.last_served["istiod_form"]["name"],
+            json!("demo.loopback-guard~istio-translated-wasmplugin")
+        );
+        let ecds = ecds_counters(&pod, &rendered.listener_filter);
+        // One accepted config and nothing refused: config_reload 1 (the NACK in every_case adds one).
+        assert_eq!((ecds.get("config_reload"), ecds.get("config_fail")), (Some(&1), Some(&0)), "{ecds:?}");
+        let wasm = pod.sidecar.stats("^wasm\\.").unwrap();
+        assert!(
+            wasm.0.contains_key("wasm.demo.loopback-guard~istio-translated-wasmplugin.vm_reload"),
+            "{:?}",
+            wasm.0.keys()
+        );
     }
 }

@@ -42,6 +42,10 @@ from concurrent import futures
 
 import grpc
 import yaml
+
+# The one model of istiod and istio-agent (scripts/istio_model.py), with the sources it is read from.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "scripts"))
+from istio_model import agent_rewrite as agent_wasm, istiod_ecds_name, wasm_config  # noqa: E402
 from google.protobuf import any_pb2, json_format, wrappers_pb2  # noqa: F401 (registers types)
 
 # Every message type the served resources contain must be in the descriptor pool for
@@ -69,20 +73,11 @@ CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 ECDS = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
 SDS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 WILDCARD = "*"
 BACKEND = "backend.demo.svc.cluster.local"
 
 
-def istiod_ecds_name(minor, kind, namespace, name):
-    """The name Istio 1.<minor>'s istiod serves a plugin resource under (fact 1 of issue 8):
-    extensions.istio.io/wasmplugin/<ns>.<name> up to 1.29 (WasmPluginResourceNamePrefix);
-    from 1.30 only extensions.istio.io/trafficextension/<ns>.<name>, a WasmPlugin as the
-    TrafficExtension <name>~istio-translated-wasmplugin."""
-    if minor < 30:
-        return f"extensions.istio.io/wasmplugin/{namespace}.{name}" if kind == "WasmPlugin" else None
-    marker = "~istio-translated-wasmplugin" if kind == "WasmPlugin" else ""
-    return f"extensions.istio.io/trafficextension/{namespace}.{name}{marker}"
+# What istiod serves and istio-agent rewrites: scripts/istio_model.py, with the sources read.
 
 
 def to_any(message):
@@ -145,10 +140,6 @@ class Istiod:
         self.served_name = istiod_ecds_name(self.minor, self.plugin["kind"], meta["namespace"], meta["name"])
         self.backend_port = int(args["backend_port"])
 
-    def wasm_fields(self):
-        spec = self.plugin["spec"]
-        return spec["wasm"] if self.plugin["kind"] == "TrafficExtension" else spec
-
     def clusters(self):
         backend = {
             "name": f"outbound|80||{BACKEND}", "type": "STATIC", "connect_timeout": "1s",
@@ -175,51 +166,20 @@ class Istiod:
         })
 
     def istiod_wasm(self, plugin_config):
-        """The Wasm filter as istiod builds it (pilot/pkg/model/extensions.go buildWasmConfig):
-        the module still remote, the agent's hints in ISTIO_META_* variables."""
-        fields = self.wasm_fields()
-        meta = self.plugin["metadata"]
-        env = fields.get("vmConfig", {}).get("env", [])
-        key_values = {"ISTIO_META_WASM_RESOURCE_VERSION": "1"}
-        if fields.get("imagePullPolicy"):
-            key_values["ISTIO_META_WASM_IMAGE_PULL_POLICY"] = fields["imagePullPolicy"]
-        key_values.update({e["name"]: e.get("value", "") for e in env if e.get("valueFrom", "INLINE") == "INLINE"})
-        policy = {"FAIL_CLOSE": "FAIL_CLOSED", "FAIL_OPEN": "FAIL_OPEN", "FAIL_RELOAD": "FAIL_RELOAD"}
-        config = fields.get("pluginConfig") if plugin_config is None else plugin_config
-        return parse(wasm_pb2.Wasm, {"config": {
-            "name": f"{meta['namespace']}.{meta['name']}",
-            "root_id": fields["pluginName"],
-            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                              "value": json.dumps(config, separators=(",", ":"))},
-            "vm_config": {
-                "runtime": "envoy.wasm.runtime.v8",
-                "code": {"remote": {"http_uri": {"uri": fields["url"], "timeout": "30s", "cluster": "_"},
-                                    "sha256": fields.get("sha256", "")}},
-                "environment_variables": {
-                    "key_values": key_values,
-                    "host_env_keys": [e["name"] for e in env if e.get("valueFrom") == "HOST"],
-                },
-            },
-            "failure_policy": policy[fields.get("failStrategy", "FAIL_CLOSE")],
-        }})
+        """The Wasm filter as istiod builds it (scripts/istio_model.py, wasm_config)."""
+        return parse(wasm_pb2.Wasm, wasm_config(self.minor, self.plugin, plugin_config))
 
 
 def agent_rewrite(name, wasm, module):
     """istio-agent's conversion (pkg/wasm/convert.go): module fetched -> local file, ISTIO_META_*
-    stripped; fetch failed -> deny-all RBAC under the same name (FAIL_CLOSE, Istio 1.25+)."""
+    stripped (scripts/istio_model.py, agent_rewrite); fetch failed -> deny-all RBAC under the same
+    name (FAIL_CLOSE, Istio 1.25+)."""
     if module is None:
         deny = rbac_pb2.RBAC(rules_stat_prefix="wasm-default-deny")
         deny.rules.SetInParent()  # empty rules (action ALLOW, no policies): deny all
         return extension_pb2.TypedExtensionConfig(name=name, typed_config=to_any(deny))
-    wasm = copy.deepcopy(wasm)
-    vm = wasm.config.vm_config
-    envs = vm.environment_variables
-    for key in list(envs.key_values):
-        if key.startswith("ISTIO_META_"):
-            del envs.key_values[key]
-    vm.code.Clear()
-    vm.code.local.filename = os.path.abspath(module)
-    return extension_pb2.TypedExtensionConfig(name=name, typed_config=to_any(wasm))
+    as_json = json_format.MessageToDict(wasm, preserving_proto_field_name=True)
+    return extension_pb2.TypedExtensionConfig(name=name, typed_config=to_any(parse(wasm_pb2.Wasm, agent_wasm(as_json, module))))
 
 
 class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
@@ -367,12 +327,15 @@ def handle(command, istiod):
             raise ValueError("no istiod command yet")
         state = command["state"]
         served = {}
+        istiod_form = None
         # istiod answers only names under its version's prefix, for the proxy's own namespace
         # (TrafficExtensionsByName / WasmPluginsByName); what it answers, the agent rewrites.
         with STATE.lock:
             own_namespace = STATE.namespace_seen in (None, server.namespace)
         if state != "withheld" and server.served_name is not None and own_namespace:
             wasm = server.istiod_wasm(command.get("plugin_config"))
+            istiod_form = {"name": wasm.config.name,
+                           "env": sorted(wasm.config.vm_config.environment_variables.key_values)}
             module = command.get("module") if state == "module" else None
             served[server.served_name] = agent_rewrite(server.served_name, wasm, module)
         with STATE.lock:
@@ -384,7 +347,7 @@ def handle(command, istiod):
             requested = set(STATE.subscribed.get(ECDS, []))
         STATE.notify()
         return {"served": sorted(served), "requested": sorted(requested),
-                "delivered": sorted(set(served) & requested)}
+                "delivered": sorted(set(served) & requested), "istiod_form": istiod_form}
     if cmd == "wait_ecds":
         deadline = time.monotonic() + float(command.get("timeout", 10))
         with STATE.lock:

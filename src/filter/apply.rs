@@ -68,7 +68,7 @@ pub fn on_request(
 
 /// Writes the summary of held-back decision lines, if one is due.
 pub fn on_tick(shared: &Shared, now_ms: u64, writes: &impl Writes) {
-    let summary = shared.engine.try_borrow_mut().ok().and_then(|mut engine| engine.summary(now_ms));
+    let summary = shared.engine.try_borrow_mut().ok().and_then(|mut engine| engine.held_back_summary(now_ms));
     if let Some(line) = summary {
         writes.log(&line);
     }
