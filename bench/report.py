@@ -228,8 +228,9 @@ def rss_scaling(run_dir):
 
 
 def pushes(run_dir):
-    """Config pushes: per arm the medians of ready_ms and first_request_ms, and of the
-    differences to A1 within each push."""
+    """Config pushes, {kind: {arm: row}} (kind cold: the module's first compile in that Envoy;
+    warm: a new VM of a module compiled before): medians of ready_ms and first_request_ms, and of
+    the differences to A0 and A1 within each round."""
     path = os.path.join(run_dir, "pushes.json")
     if not os.path.exists(path):
         return None
@@ -237,18 +238,19 @@ def pushes(run_dir):
         records = json.load(f)
     by = {}
     for r in records:
-        by.setdefault(r["arm"], {})[r["push"]] = r
+        by.setdefault(r.get("kind", "cold"), {}).setdefault(r["arm"], {})[r.get("round", r["push"])] = r
     out = {}
-    for arm, runs in by.items():
-        row = {"pushes": len(runs),
-               "ready_ms": median([r["ready_ms"] for r in runs.values()]),
-               "first_request_ms": median([r["first_request_ms"] for r in runs.values()])}
-        for ref in ("A0", "A1"):
-            if ref in by:
-                for key in ("ready_ms", "first_request_ms"):
-                    row[f"{key}_vs_{ref}"] = median(
-                        [r[key] - by[ref][n][key] for n, r in runs.items() if n in by[ref]])
-        out[arm] = row
+    for kind, arms in by.items():
+        for arm, runs in arms.items():
+            row = {"pushes": len(runs),
+                   "ready_ms": median([r["ready_ms"] for r in runs.values()]),
+                   "first_request_ms": median([r["first_request_ms"] for r in runs.values()])}
+            for ref in ("A0", "A1"):
+                if ref in arms:
+                    for key in ("ready_ms", "first_request_ms"):
+                        row[f"{key}_vs_{ref}"] = median(
+                            [r[key] - arms[ref][n][key] for n, r in runs.items() if n in arms[ref]])
+            out.setdefault(kind, {})[arm] = row
     return out
 
 
@@ -338,9 +340,10 @@ def memory_targets(phase, push, module_bytes):
         "VmRSS: (A3 - A1) at 2 workers - at 1")
     add("module size", None if module_bytes is None else module_bytes / 1000, 200.0, "KB",
         "dist/loopback_guard.wasm")
-    first = None if not push or "A3" not in push else push["A3"].get("ready_ms_vs_A1")
+    cold = (push or {}).get("cold", {})
+    first = cold["A3"].get("ready_ms_vs_A1") if "A3" in cold else None
     add("config push to the first answered request (compile + first decision) above A1", first, 5.0, "ms",
-        "push: A3 - A1")
+        "cold push: A3 - A1")
     return found
 
 
@@ -372,13 +375,15 @@ def print_memory(phase, arms_memory, push, sizes):
                 print(f"| {arm} " + "".join(
                     f"| {fmt(mb(m.get('warm'), f), '.1f')} / {fmt(mb(m.get('end'), f), '.1f')} " for f in fields)
                     + f"| {fmt(above, '+.1f')} |")
-    if push:
-        print("\n## config push: the listener with the arm's filter (a fresh VM) pushed through a watched "
+    for kind, rows in (push or {}).items():
+        what = ("the module's first compile in that Envoy, as a new module version"
+                if kind == "cold" else "a new VM of a module compiled before, as a changed plugin config")
+        print(f"\n## config push, {kind} ({what}): a listener with the arm's filter pushed through a watched "
               "LDS file, to the first answered request (ms, medians)\n")
         print("| arm | pushes | push to first answer | of which the first request | above A1 | first request above A1 |")
         print("|---|--:|--:|--:|--:|--:|")
-        for arm in sorted(push, key=arm_key):
-            r = push[arm]
+        for arm in sorted(rows, key=arm_key):
+            r = rows[arm]
             print(f"| {arm} | {r['pushes']} | {fmt(r['ready_ms'], '.1f')} | {fmt(r['first_request_ms'], '.1f')} "
                   f"| {fmt(r.get('ready_ms_vs_A1'), '+.1f')} | {fmt(r.get('first_request_ms_vs_A1'), '+.1f')} |")
     if sizes:

@@ -24,9 +24,9 @@ use crate::{out_dir, write_config, Certificates, Settings};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The arms whose memory is compared at 1 and at BENCH_RSS_WORKERS workers, release off and on.
-const RSS_ARMS: [&str; 4] = ["A0", "A1-min", "A1", "A3"];
+const RSS_ARMS: [&str; 5] = ["A0", "A1-min", "A1", "A3", "A3-alt"];
 /// The arms whose first request after a config push is measured.
-const PUSH_ARMS: [&str; 4] = ["A0", "A1-min", "A1", "A3"];
+const PUSH_ARMS: [&str; 5] = ["A0", "A1-min", "A1", "A3", "A3-alt"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -450,11 +450,13 @@ impl Session<'_> {
         )
     }
 
-    /// A config push: an Envoy whose listeners come from a watched file gets, `pushes` times, a
-    /// new listener with the arm's filters (a new vm_id each time, so that the module is loaded
-    /// and compiled afresh, as a changed module or VM config would be); each time, the time from
-    /// the file's move to the first answered request, and that request's own latency (a new TLS
-    /// connection, the VM's first decision), then the listener is removed again.
+    /// A config push: an Envoy whose listeners come from a watched file gets a new listener with
+    /// the arm's filters (a new vm_id each push: a new VM); the time from the file's move to the
+    /// first answered request, and that request's own latency (a new TLS connection, the VM's
+    /// first decision); then the listener is removed again. The first push into an Envoy compiles
+    /// the module ("cold", as a new module version does); a later one finds V8's compilation of
+    /// the same code still alive (proxy-wasm-cpp-host strips custom sections before V8 sees the
+    /// bytes, and the last listener's VM lives while it drains): "warm", a changed plugin config.
     fn push(&self, arm: &Arm, envoy: &PushEnvoy, push: u32) -> Result<serde_json::Value> {
         let port = Ports::pick()?.strict;
         let suffix = format!("_push{push}");
@@ -505,7 +507,7 @@ impl Session<'_> {
             thread::sleep(Duration::from_millis(20));
         }
         Ok(json!({
-            "arm": arm.name, "push": push,
+            "arm": arm.name, "push": push, "kind": if push == 1 { "cold" } else { "warm" },
             "ready_ms": ready.as_secs_f64() * 1e3, "first_request_ms": first.as_secs_f64() * 1e3,
         }))
     }
@@ -794,19 +796,21 @@ pub fn run(settings: &Settings) -> Result<ExitCode> {
             }
         }
     }
-    // Config pushes, interleaved: push n of every arm, then push n + 1.
+    // Config pushes, interleaved: round n of every arm, then round n + 1; each round a new Envoy
+    // per arm, pushed twice (cold, then warm).
     if settings.pushes > 0 {
         let push_arms: Vec<&Arm> =
             settings.arms.iter().filter(|arm| PUSH_ARMS.contains(&arm.name.as_str())).collect();
-        let mut envoys = Vec::new();
-        for arm in &push_arms {
-            envoys.push(session.start_push_envoy(arm)?);
-        }
         let mut pushes = Vec::new();
-        for push in 1..=settings.pushes {
-            eprintln!("bench: config push {push}/{}", settings.pushes);
-            for (arm, envoy) in push_arms.iter().zip(&envoys) {
-                pushes.push(session.push(arm, envoy, push)?);
+        for round in 1..=settings.pushes {
+            eprintln!("bench: config push round {round}/{}", settings.pushes);
+            for arm in &push_arms {
+                let envoy = session.start_push_envoy(arm)?;
+                for push in [1, 2] {
+                    let mut record = session.push(arm, &envoy, push)?;
+                    envoy_config::set(&mut record, "round", json!(round));
+                    pushes.push(record);
+                }
             }
         }
         session.write(session.run_dir.join("pushes.json"), &serde_json::Value::from(pushes).to_string())?;
