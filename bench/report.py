@@ -352,7 +352,7 @@ def print_memory(phase, arms_memory, push, sizes):
     head = "| VmRSS | allocated | heap_size | pageheap_free | pageheap_unmapped | thread caches "
     if arms_memory:
         print("\n## memory of every measured arm (MB; one worker, memory release as the run sets it), "
-              "after the warm-up / at the end\n")
+              "right after the warm-up / at the end of the rounds (minutes later)\n")
         print("| arm " + head + "|")
         print("|---" + "|--:" * len(fields) + "|")
         for arm in sorted(arms_memory, key=arm_key):
@@ -364,7 +364,7 @@ def print_memory(phase, arms_memory, push, sizes):
             arms = phase[switch][workers]
             print(f"\n## memory, {workers} worker(s), memory release {switch} "
                   f"({'bootstrap memory_allocator_manager, as shipped' if switch == 'on' else 'Envoy default'}): "
-                  "MB after a warm-up / at the end\n")
+                  "MB after a warm-up and a pause / after as many requests more and the same pause\n")
             print("| arm " + head + "| VmRSS above A1 |")
             print("|---" + "|--:" * (len(fields) + 1) + "|")
             for arm in sorted(arms, key=arm_key):

@@ -46,8 +46,8 @@
 //!   compared with A3, A4, A3-deny), BENCH_PROBES (extra arms "A1+<calls>", the empty
 //!   filter making host calls, space-separated, e.g. "property:connection.mtls*20 time*20,metric*20"),
 //!   BENCH_RSS_WORKERS [2] (0: no memory phase), BENCH_MEMORY_RELEASE [1] (0: the measured arms
-//!   without the shipped memory_allocator_manager), BENCH_MEMORY_SETTLE_MS [3000] (the pause
-//!   before memory is read), BENCH_PUSHES [5] (config pushes per arm; 0: none), BENCH_ENVOY_CPU [0], BENCH_LOAD_CPU [1],
+//!   without the shipped memory_allocator_manager), BENCH_MEMORY_SETTLE_MS [90000] (the pause
+//!   before memory is read: tcmalloc releases the last free pages about a minute after they were freed), BENCH_PUSHES [5] (config pushes per arm; 0: none), BENCH_ENVOY_CPU [0], BENCH_LOAD_CPU [1],
 //!   BENCH_TLS_RESUMPTION [0] (1: Envoy's default), BENCH_LOG_LEVEL [info], BENCH_STRICT [0]
 //!   (1: exit 1 when a target is missed), BENCH_PERF [0] (1: `perf record` of Envoy during every
 //!   burst of mode rate, into target/bench/perf-<arm>-r<round>.data), OHA_VERSION [1.16.0];
@@ -196,7 +196,7 @@ impl Settings {
                     return Err(Error::new(format!("BENCH_MEMORY_RELEASE is 0 or 1, not {other:?}")))
                 }
             },
-            memory_settle: std::time::Duration::from_millis(number("BENCH_MEMORY_SETTLE_MS", 3000)?),
+            memory_settle: std::time::Duration::from_millis(number("BENCH_MEMORY_SETTLE_MS", 90_000)?),
             pushes: number("BENCH_PUSHES", 5)?,
         })
     }

@@ -427,27 +427,44 @@ impl Session<'_> {
         check_oha(arm, self.oha(arm, envoy, &extra, None)?.wait())
     }
 
-    /// The arm's Envoy with `workers` workers, the memory release on or off: its memory after a
-    /// warm-up of new connections (many at once, so that every worker serves some) and a pause,
-    /// then again after as many requests more and the same pause ("end").
-    fn memory_phase(&self, arm: &Arm, workers: u32, release: bool) -> Result<()> {
-        let envoy = self.start_envoy_with(arm, workers, release)?;
-        self.warm_up(arm, &envoy, false)?;
+    /// The memory phase for one worker count: the arms' Envoys with the memory release off and
+    /// on, all started at once; each warmed up in turn with new connections (many at once, so that
+    /// every worker serves some); one pause (tcmalloc gives pages back in steps, the last about a
+    /// minute after they were freed); every memory read ("warm"); then as many requests more
+    /// (new connections and keep-alive) each, the same pause, and every memory read again ("end").
+    fn memory_phase(&self, arms: &[&Arm], workers: u32) -> Result<()> {
+        let mut group = Vec::new();
+        for release in [false, true] {
+            for arm in arms {
+                group.push((*arm, release, self.start_envoy_with(arm, workers, release)?));
+            }
+        }
+        for (arm, _, envoy) in &group {
+            self.warm_up(arm, envoy, false)?;
+        }
         thread::sleep(self.settings.memory_settle);
-        let warm = envoy.memory()?;
-        self.warm_up(arm, &envoy, false)?;
-        self.warm_up(arm, &envoy, true)?;
+        let mut warm = Vec::new();
+        for (_, _, envoy) in &group {
+            warm.push(envoy.memory()?);
+        }
+        for (arm, _, envoy) in &group {
+            self.warm_up(arm, envoy, false)?;
+            self.warm_up(arm, envoy, true)?;
+        }
         thread::sleep(self.settings.memory_settle);
-        let end = envoy.memory()?;
-        let record = json!({
-            "arm": arm.name, "workers": workers, "release": release,
-            "rss_kb": warm.get("rss_kb"), "warm": warm, "end": end,
-        });
-        let switch = if release { "on" } else { "off" };
-        self.write(
-            self.run_dir.join(format!("rss-{}-w{workers}-{switch}.json", arm.name)),
-            &format!("{record}\n"),
-        )
+        for ((arm, release, envoy), warm) in group.iter().zip(warm) {
+            let end = envoy.memory()?;
+            let record = json!({
+                "arm": arm.name, "workers": workers, "release": release,
+                "rss_kb": warm.get("rss_kb"), "warm": warm, "end": end,
+            });
+            let switch = if *release { "on" } else { "off" };
+            self.write(
+                self.run_dir.join(format!("rss-{}-w{workers}-{switch}.json", arm.name)),
+                &format!("{record}\n"),
+            )?;
+        }
+        Ok(())
     }
 
     /// A config push: an Envoy whose listeners come from a watched file gets a new listener with
@@ -734,8 +751,7 @@ pub fn run(settings: &Settings) -> Result<ExitCode> {
         session.warm_up(arm, &envoy, true)?;
         session.envoys.insert(arm.name.clone(), envoy);
     }
-    // Every arm's memory once all are warm (after the pause the release needs), and at the end.
-    thread::sleep(settings.memory_settle);
+    // Every arm's memory once all are warm, and at the end (minutes later: settled).
     let mut memory = BTreeMap::new();
     for arm in &settings.arms {
         memory.insert(arm.name.clone(), json!({"warm": session.envoy(arm)?.memory()?}));
@@ -765,7 +781,6 @@ pub fn run(settings: &Settings) -> Result<ExitCode> {
             }
         }
     }
-    thread::sleep(settings.memory_settle);
     for arm in &settings.arms {
         if let Some(entry) = memory.get_mut(&arm.name) {
             envoy_config::set(entry, "end", session.envoy(arm)?.memory()?);
@@ -782,18 +797,17 @@ pub fn run(settings: &Settings) -> Result<ExitCode> {
             let _ = fs::copy(&log_path, session.run_dir.join(format!("envoy-{name}.log")));
         }
     }
-    // Memory by worker count, the release off and on, interleaved: each pass runs every arm once.
+    // Memory by worker count, the release off and on, every arm's Envoy of a worker count at once.
     if settings.rss_workers > 0 {
         let memory_arms: Vec<&Arm> =
             settings.arms.iter().filter(|arm| RSS_ARMS.contains(&arm.name.as_str())).collect();
         for workers in [1, settings.rss_workers] {
-            for release in [false, true] {
-                for arm in &memory_arms {
-                    let switch = if release { "on" } else { "off" };
-                    eprintln!("bench: memory: {} with {workers} worker(s), release {switch}", arm.name);
-                    session.memory_phase(arm, workers, release)?;
-                }
-            }
+            eprintln!(
+                "bench: memory: {} with {workers} worker(s), release off and on ({} s pauses)",
+                memory_arms.iter().map(|arm| arm.name.as_str()).collect::<Vec<_>>().join(" "),
+                settings.memory_settle.as_secs()
+            );
+            session.memory_phase(&memory_arms, workers)?;
         }
     }
     // Config pushes, interleaved: round n of every arm, then round n + 1; each round a new Envoy
