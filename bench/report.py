@@ -47,7 +47,7 @@ def load(run_dir):
     records = []
     for meta_path in sorted(glob.glob(os.path.join(run_dir, "*.json"))):
         name = os.path.basename(meta_path)
-        if name.endswith(".oha.json") or name.startswith("rss-") or name == "arms.json":
+        if (name.endswith(".oha.json") or name.startswith("rss-") or name in ("arms.json", "memory-arms.json", "pushes.json")):
             continue
         base = meta_path[: -len(".json")]
         with open(meta_path) as f:
@@ -178,22 +178,46 @@ def probes(summary):
     return out
 
 
-def rss_scaling(run_dir):
-    """RSS by arm and worker count, and what each extra worker costs above A0."""
-    rss = {}
+MEMORY_FIELDS = ("rss_kb", "allocated", "heap_size", "pageheap_free", "pageheap_unmapped", "total_thread_cache")
+
+
+def mb(sample, field):
+    """A /memory field (bytes) or VmRSS (KiB) in MB (MiB)."""
+    if sample is None or field not in sample:
+        return None
+    return sample[field] / 1024 if field == "rss_kb" else sample[field] / 1048576
+
+
+def memory_phase(run_dir):
+    """The memory phase: {release: {workers: {arm: {"warm": sample, "end": sample}}}}."""
+    out = {}
     for path in glob.glob(os.path.join(run_dir, "rss-*.json")):
         with open(path) as f:
             r = json.load(f)
-        rss.setdefault(r["arm"], {})[r["workers"]] = r["rss_kb"] / 1024
+        switch = "on" if r.get("release") else "off"
+        out.setdefault(switch, {}).setdefault(r["workers"], {})[r["arm"]] = {"warm": r.get("warm"), "end": r.get("end")}
+    return out
+
+
+def rss_scaling(run_dir):
+    """RSS by arm and worker count (the shipped memory release on), and what each extra worker
+    costs above A0 and above A1."""
+    phase = memory_phase(run_dir)
+    by_workers = phase.get("on") or phase.get("off") or {}
+    rss = {}
+    for workers, arms in by_workers.items():
+        for arm, samples in arms.items():
+            if samples["warm"]:
+                rss.setdefault(arm, {})[workers] = samples["warm"]["rss_kb"] / 1024
     if "A0" not in rss or len(rss["A0"]) < 2:
         return None
     lo, hi = min(rss["A0"]), max(rss["A0"])
-    out = {"workers": [lo, hi], "rss_mb": rss, "above_A0": {}}
-    for arm, by_workers in rss.items():
-        if arm == "A0" or lo not in by_workers or hi not in by_workers:
+    out = {"workers": [lo, hi], "rss_mb": rss, "above_A0": {}, "release": "on" if phase.get("on") else "off"}
+    for arm, by in rss.items():
+        if arm == "A0" or lo not in by or hi not in by:
             continue
-        d_lo = by_workers[lo] - rss["A0"][lo]
-        d_hi = by_workers[hi] - rss["A0"][hi]
+        d_lo = by[lo] - rss["A0"][lo]
+        d_hi = by[hi] - rss["A0"][hi]
         out["above_A0"][arm] = {
             f"at_{lo}_workers_mb": d_lo,
             f"at_{hi}_workers_mb": d_hi,
@@ -201,6 +225,45 @@ def rss_scaling(run_dir):
             "per_extra_worker_mb": (d_hi - d_lo) / (hi - lo),
         }
     return out
+
+
+def pushes(run_dir):
+    """Config pushes, {kind: {arm: row}} (kind cold: the module's first compile in that Envoy;
+    warm: a new VM of a module compiled before): medians of ready_ms and first_request_ms, and of
+    the differences to A0 and A1 within each round."""
+    path = os.path.join(run_dir, "pushes.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        records = json.load(f)
+    by = {}
+    for r in records:
+        by.setdefault(r.get("kind", "cold"), {}).setdefault(r["arm"], {})[r.get("round", r["push"])] = r
+    out = {}
+    for kind, arms in by.items():
+        for arm, runs in arms.items():
+            row = {"pushes": len(runs),
+                   "ready_ms": median([r["ready_ms"] for r in runs.values()]),
+                   "first_request_ms": median([r["first_request_ms"] for r in runs.values()])}
+            for ref in ("A0", "A1"):
+                if ref in arms:
+                    for key in ("ready_ms", "first_request_ms"):
+                        row[f"{key}_vs_{ref}"] = median(
+                            [r[key] - arms[ref][n][key] for n, r in runs.items() if n in arms[ref]])
+            out.setdefault(kind, {})[arm] = row
+    return out
+
+
+def module_sizes(path):
+    if not path or not os.path.exists(path):
+        return None
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import wasm_sizes
+
+    with open(path, "rb") as f:
+        result = wasm_sizes.analyse(f.read())
+    result["top"] = result["top"][:20]
+    return result
 
 
 def targets(summary, rss=None, module_bytes=None):
@@ -245,6 +308,91 @@ def targets(summary, rss=None, module_bytes=None):
     add("module size", None if module_bytes is None else module_bytes / 1000, 200.0, "KB",
         "dist/loopback_guard.wasm")
     return found
+
+
+def memory_targets(phase, push, module_bytes):
+    """Issue 19's goals, from this run: memory with the shipped release on, 1 and 2 workers."""
+    found = []
+
+    def add(name, value, limit, unit, arms):
+        found.append({"target": name, "value": value, "limit": limit, "unit": unit, "bound": "<=",
+                      "arms": arms, "pass": None if value is None else value <= limit})
+
+    def diff(switch, workers, field, when="warm"):
+        arms = phase.get(switch, {}).get(workers, {})
+        if "A3" not in arms or "A1" not in arms:
+            return None
+        a3, a1 = mb(arms["A3"][when], field), mb(arms["A1"][when], field)
+        return None if a3 is None or a1 is None else a3 - a1
+
+    add("RSS above A1 after warm-up, one worker (memory release on, as shipped)", diff("on", 1, "rss_kb"),
+        2.0, "MB", "VmRSS: A3 - A1")
+    add("live memory (tcmalloc allocated) above A1, one worker", diff("on", 1, "allocated"), 1.0, "MB",
+        "/memory allocated: A3 - A1")
+    workers = sorted(phase.get("on", {}))
+    per_worker = None
+    if len(workers) >= 2:
+        lo, hi = workers[0], workers[-1]
+        d_lo, d_hi = diff("on", lo, "rss_kb"), diff("on", hi, "rss_kb")
+        if d_lo is not None and d_hi is not None:
+            per_worker = (d_hi - d_lo) / (hi - lo)
+    add("RSS growth per extra worker above A1's", per_worker, 0.3, "MB",
+        "VmRSS: (A3 - A1) at 2 workers - at 1")
+    add("module size", None if module_bytes is None else module_bytes / 1000, 200.0, "KB",
+        "dist/loopback_guard.wasm")
+    cold = (push or {}).get("cold", {})
+    first = cold["A3"].get("ready_ms_vs_A1") if "A3" in cold else None
+    add("config push to the first answered request (compile + first decision) above A1", first, 5.0, "ms",
+        "cold push: A3 - A1")
+    return found
+
+
+def print_memory(phase, arms_memory, push, sizes):
+    fields = ("rss_kb", "allocated", "heap_size", "pageheap_free", "pageheap_unmapped", "total_thread_cache")
+    head = "| VmRSS | allocated | heap_size | pageheap_free | pageheap_unmapped | thread caches "
+    if arms_memory:
+        print("\n## memory of every measured arm (MB; one worker, memory release as the run sets it), "
+              "right after the warm-up / at the end of the rounds (minutes later)\n")
+        print("| arm " + head + "|")
+        print("|---" + "|--:" * len(fields) + "|")
+        for arm in sorted(arms_memory, key=arm_key):
+            m = arms_memory[arm]
+            print(f"| {arm} " + "".join(
+                f"| {fmt(mb(m.get('warm'), f), '.1f')} / {fmt(mb(m.get('end'), f), '.1f')} " for f in fields) + "|")
+    for switch in ("off", "on"):
+        for workers in sorted(phase.get(switch, {})):
+            arms = phase[switch][workers]
+            print(f"\n## memory, {workers} worker(s), memory release {switch} "
+                  f"({'bootstrap memory_allocator_manager, as shipped' if switch == 'on' else 'Envoy default'}): "
+                  "MB after a warm-up and a pause / after as many requests more and the same pause\n")
+            print("| arm " + head + "| VmRSS above A1 |")
+            print("|---" + "|--:" * (len(fields) + 1) + "|")
+            for arm in sorted(arms, key=arm_key):
+                m = arms[arm]
+                above = None
+                if "A1" in arms and m.get("warm") and arms["A1"].get("warm"):
+                    above = mb(m["warm"], "rss_kb") - mb(arms["A1"]["warm"], "rss_kb")
+                print(f"| {arm} " + "".join(
+                    f"| {fmt(mb(m.get('warm'), f), '.1f')} / {fmt(mb(m.get('end'), f), '.1f')} " for f in fields)
+                    + f"| {fmt(above, '+.1f')} |")
+    for kind, rows in (push or {}).items():
+        what = ("the module's first compile in that Envoy, as a new module version"
+                if kind == "cold" else "a new VM of a module compiled before, as a changed plugin config")
+        print(f"\n## config push, {kind} ({what}): a listener with the arm's filter pushed through a watched "
+              "LDS file, to the first answered request (ms, medians)\n")
+        print("| arm | pushes | push to first answer | of which the first request | above A1 | first request above A1 |")
+        print("|---|--:|--:|--:|--:|--:|")
+        for arm in sorted(rows, key=arm_key):
+            r = rows[arm]
+            print(f"| {arm} | {r['pushes']} | {fmt(r['ready_ms'], '.1f')} | {fmt(r['first_request_ms'], '.1f')} "
+                  f"| {fmt(r.get('ready_ms_vs_A1'), '+.1f')} | {fmt(r.get('first_request_ms_vs_A1'), '+.1f')} |")
+    if sizes:
+        print(f"\n## the module's 20 biggest functions (of {sizes['functions']}; code {sizes['code_bytes']} bytes, "
+              f"data {sizes['sections'].get('data', 0)} bytes)\n")
+        print("| bytes | function |")
+        print("|--:|---|")
+        for f in sizes["top"]:
+            print(f"| {f['bytes']} | `{f['name'][:140]}` |")
 
 
 def fmt(v, spec):
@@ -307,12 +455,16 @@ def print_tables(summary, found, probe_costs, rss):
             base = arm[: -len("-alt")]
             print(f"| {mode} | {arm} vs {base} | {fmt(r.get(f'cpu_us_delta_vs_{base}'), '+.2f')} "
                   f"| {fmt(r.get(f'rps_ratio_vs_{base}'), '.3f')} |")
-    print("\n## goals (issue 11), from this run\n")
+    print_goals("issue 11", found)
+
+
+def print_goals(issue, found):
+    print(f"\n## goals ({issue}), from this run\n")
     print("| figure | arms | goal | measured | result |")
     print("|---|---|--:|--:|---|")
     for t in found:
         result = {True: "met", False: "MISSED", None: "not measured"}[t["pass"]]
-        spec = {"ratio": ".3f", "KB": ".1f"}.get(t["unit"], "+.2f")
+        spec = {"ratio": ".3f", "KB": ".1f", "ms": "+.1f"}.get(t["unit"], "+.2f")
         print(f"| {t['target']} | {t['arms']} | {t['bound']} {t['limit']:g} {t['unit']} "
               f"| {fmt(t['value'], spec)} {t['unit']} | {result} |")
 
@@ -329,6 +481,9 @@ def main():
     parser.add_argument("--module-bytes", type=int, default=None)
     parser.add_argument("--git", default="")
     parser.add_argument("--strict-targets", default="0")
+    parser.add_argument("--module-names", default="")
+    parser.add_argument("--module-path", default="")
+    parser.add_argument("--memory-release", default="")
     args = parser.parse_args()
 
     with open(os.path.join(args.run_dir, "arms.json")) as f:
@@ -344,6 +499,21 @@ def main():
     rss = rss_scaling(args.run_dir)
     found = targets(summary, rss, args.module_bytes)
     print_tables(summary, found, probe_costs, rss)
+    phase = memory_phase(args.run_dir)
+    arms_memory = None
+    if os.path.exists(os.path.join(args.run_dir, "memory-arms.json")):
+        with open(os.path.join(args.run_dir, "memory-arms.json")) as f:
+            arms_memory = json.load(f)
+    push = pushes(args.run_dir)
+    sizes = module_sizes(args.module_names)
+    shipped = module_sizes(args.module_path)
+    if sizes and shipped and sizes["code_bytes"] != shipped["code_bytes"]:
+        print(f"warning: the named build's code ({sizes['code_bytes']} bytes) is not the shipped module's "
+              f"({shipped['code_bytes']}): its table does not describe it", file=sys.stderr)
+        sizes["differs_from_shipped"] = True
+    print_memory(phase, arms_memory, push, sizes)
+    memory_found = memory_targets(phase, push, args.module_bytes)
+    print_goals(f"issue 19, memory release {args.memory_release} bytes/s", memory_found)
 
     bad = [r for r in records if r["problems"]]
     with open(args.json, "w") as f:
@@ -351,13 +521,15 @@ def main():
                    "loopback_guard_wasm_sha256": args.module_sha256,
                    "loopback_guard_wasm_bytes": args.module_bytes,
                    "loadavg_after": args.loadavg, "summary": summary, "host_call_costs": probe_costs, "rss_scaling": rss,
-                   "targets": found, "measurements": records}, f, indent=2)
+                   "targets": found, "memory_targets": memory_found, "memory_phase": phase,
+                   "memory_arms": arms_memory, "config_pushes": push, "module_sizes": sizes,
+                   "measurements": records}, f, indent=2)
     if bad:
         print("\nmeasurements that did not take their arm's path:", file=sys.stderr)
         for r in bad:
             print(f"  round {r['round']} {r['arm']} {r['mode']}: {'; '.join(r['problems'])}", file=sys.stderr)
         return 2
-    if args.strict_targets == "1" and any(t["pass"] is False for t in found):
+    if args.strict_targets == "1" and any(t["pass"] is False for t in found + memory_found):
         return 1
     return 0
 

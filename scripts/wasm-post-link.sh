@@ -15,6 +15,8 @@
 # Tools: binaryen's wasm-metadce (drops exports not named as roots, and the code only they
 # reached), wasm-opt and wasm-dis, from the distribution's `binaryen` package, installed on first
 # use. WASM_OPT_FLAGS overrides the optimisation flags (default below, see docs/performance.md).
+# POST_LINK_KEEP_NAMES=1 keeps the function names (the `name` section; the code is the same), for
+# the benchmark's table of the biggest functions (bench/wasm_sizes.py); never for a shipped module.
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -49,9 +51,12 @@ trap 'rm -rf "$work"' EXIT
   done <<<"$wanted"
   echo "]"
 } >"$work/graph.json"
-wasm-metadce "$in" -f "$work/graph.json" -o "$work/trimmed.wasm" >"$work/unused.txt"
+names=()
+strip=(--strip-debug --strip-producers)
+[ "${POST_LINK_KEEP_NAMES:-0}" = 1 ] && names=(--debuginfo) strip=(--strip-producers --debuginfo)
+wasm-metadce "${names[@]}" "$in" -f "$work/graph.json" -o "$work/trimmed.wasm" >"$work/unused.txt"
 # shellcheck disable=SC2086 # WASM_OPT_FLAGS is a list of flags
-wasm-opt ${WASM_OPT_FLAGS:--O3 -ocimfs 0} --strip-debug --strip-producers "$work/trimmed.wasm" -o "$work/out.wasm"
+wasm-opt ${WASM_OPT_FLAGS:--O3 -ocimfs 0} "${strip[@]}" "$work/trimmed.wasm" -o "$work/out.wasm"
 
 got=$(exports_of "$work/out.wasm")
 [ "$got" = "$wanted" ] ||

@@ -28,9 +28,85 @@ pub struct Inputs<'a> {
     /// false: every new connection makes a full handshake (no session resumption, stateless or
     /// stateful); true: Envoy's default.
     pub tls_resumption: bool,
+    /// The bootstrap's `memory_allocator_manager.bytes_to_release` per second (the shipped
+    /// configs' setting, [`SHIPPED_BYTES_TO_RELEASE`]); `None`: Envoy's default (never release).
+    pub memory_release: Option<u64>,
+    /// Appended to every wasm filter's vm_id (a config push's fresh VM); "" otherwise.
+    pub vm_suffix: &'a str,
 }
 
+/// What envoy-config/loopback-guard.yaml (and the Istio guide's bootstrap override) set: give
+/// tcmalloc's free pages back to the system, up to this many bytes a second
+/// (docs/performance.md, issue 19).
+pub const SHIPPED_BYTES_TO_RELEASE: u64 = 4 * 1024 * 1024;
+
+/// `target[key] = value` for a JSON object (nothing for anything else, which these never are).
+pub fn set(target: &mut Value, key: &str, value: Value) {
+    if let Some(fields) = target.as_object_mut() {
+        fields.insert(key.to_owned(), value);
+    }
+}
+
+/// The arm's whole bootstrap, its listener static.
 pub fn config(arm: &Arm, inputs: &Inputs) -> Value {
+    let mut config = bootstrap(inputs);
+    set(
+        &mut config,
+        "static_resources",
+        json!({"listeners": [listener(arm, inputs, "loopback_strict", inputs.listen_port)]}),
+    );
+    config
+}
+
+/// The arm's bootstrap without a listener: it reads its listeners from `lds_path` (a file of
+/// [`lds`]'s form, watched by Envoy: a new file moved there is a config push).
+pub fn pushed_config(inputs: &Inputs, lds_path: &Path) -> Value {
+    let mut config = bootstrap(inputs);
+    let directory = lds_path.parent().map(|dir| dir.display().to_string()).unwrap_or_default();
+    set(
+        &mut config,
+        "dynamic_resources",
+        json!({"lds_config": {
+            "resource_api_version": "V3",
+            "path_config_source": {"path": lds_path.display().to_string(), "watched_directory": {"path": directory}}
+        }}),
+    );
+    config
+}
+
+/// An LDS file holding `listeners`.
+pub fn lds(listeners: Vec<Value>) -> Value {
+    let resources: Vec<Value> = listeners
+        .into_iter()
+        .map(|mut listener| {
+            set(&mut listener, "@type", json!("type.googleapis.com/envoy.config.listener.v3.Listener"));
+            listener
+        })
+        .collect();
+    json!({"version_info": "0", "resources": resources})
+}
+
+fn bootstrap(inputs: &Inputs) -> Value {
+    let mut config = json!({
+        "node": {
+            "id": "loopback-guard-bench",
+            "cluster": "loopback-guard-bench",
+            "metadata": {"NAMESPACE": NAMESPACE, "SERVICE_ACCOUNT": SERVICE_ACCOUNT}
+        },
+        "admin": {"address": socket_address(inputs.admin_port)}
+    });
+    if let Some(bytes) = inputs.memory_release {
+        set(
+            &mut config,
+            "memory_allocator_manager",
+            json!({"bytes_to_release": bytes, "memory_release_interval": "1s"}),
+        );
+    }
+    config
+}
+
+/// The arm's listener, named `name`, on `port`.
+pub fn listener(arm: &Arm, inputs: &Inputs, name: &str, port: u16) -> Value {
     let mut http_filters: Vec<Value> = arm.filters.iter().map(|filter| http_filter(filter, inputs)).collect();
     http_filters.push(json!({
         "name": "envoy.filters.http.router",
@@ -38,15 +114,8 @@ pub fn config(arm: &Arm, inputs: &Inputs) -> Value {
     }));
     let cert = |name: &str| inputs.cert_dir.join(name).display().to_string();
     json!({
-        "node": {
-            "id": "loopback-guard-bench",
-            "cluster": "loopback-guard-bench",
-            "metadata": {"NAMESPACE": NAMESPACE, "SERVICE_ACCOUNT": SERVICE_ACCOUNT}
-        },
-        "admin": {"address": socket_address(inputs.admin_port)},
-        "static_resources": {"listeners": [{
-            "name": "loopback_strict",
-            "address": socket_address(inputs.listen_port),
+            "name": name,
+            "address": socket_address(port),
             "filter_chains": [{
                 "transport_socket": {
                     "name": "envoy.transport_sockets.tls",
@@ -87,7 +156,6 @@ pub fn config(arm: &Arm, inputs: &Inputs) -> Value {
                     }
                 }]
             }]
-        }]}
     })
 }
 
@@ -108,7 +176,7 @@ fn http_filter(filter: &Filter, inputs: &Inputs) -> Value {
                 Module::GuardFull => ("loopback_guard_full", inputs.guard_full_wasm),
             };
             let mut vm_config = json!({
-                "vm_id": name,
+                "vm_id": format!("{name}{}", inputs.vm_suffix),
                 "runtime": "envoy.wasm.runtime.v8",
                 "code": {"local": {"filename": path.display().to_string()}}
             });
@@ -166,6 +234,8 @@ mod tests {
             guard_full_wasm: Path::new("/guard-full.wasm"),
             guard_alt_wasm: Some(Path::new("/guard-alt.wasm")),
             tls_resumption: false,
+            memory_release: Some(SHIPPED_BYTES_TO_RELEASE),
+            vm_suffix: "",
         }
     }
 
@@ -240,5 +310,42 @@ mod tests {
         let config = super::config(&crate::arms::guard_alt()[0], &inputs());
         assert_eq!(config.pointer(&code), Some(&json!("/guard-alt.wasm")));
         assert_eq!(config.pointer(&env), Some(&json!(["TRUST_DOMAIN"])));
+    }
+
+    #[test]
+    fn the_memory_release_is_the_shipped_one_or_none() {
+        let arm = &standard()[0];
+        let on = config(arm, &inputs());
+        assert_eq!(
+            on.pointer("/memory_allocator_manager/bytes_to_release"),
+            Some(&json!(SHIPPED_BYTES_TO_RELEASE))
+        );
+        assert_eq!(on.pointer("/memory_allocator_manager/memory_release_interval"), Some(&json!("1s")));
+        let off = config(arm, &Inputs { memory_release: None, ..inputs() });
+        assert_eq!(off.get("memory_allocator_manager"), None);
+        // As envoy-config/loopback-guard.yaml sets it.
+        let template = std::fs::read_to_string(
+            loopback_guard_integration::repo_root().join("envoy-config/loopback-guard.yaml"),
+        )
+        .unwrap();
+        assert!(template.contains(&format!("memory_allocator_manager:\n  bytes_to_release: {SHIPPED_BYTES_TO_RELEASE}\n  memory_release_interval: 1s\n")));
+    }
+
+    #[test]
+    fn a_pushed_listener_comes_from_the_watched_file_with_a_fresh_vm_id() {
+        let pushed = pushed_config(&inputs(), Path::new("/push/lds.json"));
+        assert_eq!(pushed.get("static_resources"), None);
+        let source = "/dynamic_resources/lds_config/path_config_source";
+        assert_eq!(pushed.pointer(&format!("{source}/path")), Some(&json!("/push/lds.json")));
+        assert_eq!(pushed.pointer(&format!("{source}/watched_directory/path")), Some(&json!("/push")));
+        let arm = standard().into_iter().find(|arm| arm.name == "A3").unwrap();
+        let file = lds(vec![listener(&arm, &Inputs { vm_suffix: "_push2", ..inputs() }, "pushed", 1003)]);
+        let resource = file.pointer("/resources/0").unwrap();
+        assert_eq!(resource["@type"], json!("type.googleapis.com/envoy.config.listener.v3.Listener"));
+        assert_eq!(resource["name"], json!("pushed"));
+        assert_eq!(resource.pointer("/address/socket_address/port_value"), Some(&json!(1003)));
+        let vm = "/filter_chains/0/filters/0/typed_config/http_filters/0/typed_config/config/vm_config/vm_id";
+        assert_eq!(resource.pointer(vm), Some(&json!("loopback_guard_push2")));
+        assert_eq!(lds(vec![])["resources"], json!([]));
     }
 }

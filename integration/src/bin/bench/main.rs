@@ -24,8 +24,13 @@
 //!
 //! Per measurement: oha's requests/s, p50 and p99; Envoy's CPU time (utime+stime from
 //! /proc/<pid>/stat in clock ticks, and its threads' run time in ns from schedstat); Envoy's RSS;
-//! its counters before and after, which must show that every request took the arm's path. Then,
-//! for A0, A1-min, A1 and A3, the RSS at 1 and at `BENCH_RSS_WORKERS` workers.
+//! its counters before and after, which must show that every request took the arm's path. Every
+//! arm's VmRSS and tcmalloc figures (admin `/memory`) after the warm-up and at the end. Then, for
+//! A0, A1-min, A1 and A3, the memory at 1 and at `BENCH_RSS_WORKERS` workers with the bootstrap's
+//! memory release off and on (after a warm-up of new connections and a pause, and again after as
+//! many requests more), and the time from a config push (a listener with the arm's filter, a fresh
+//! VM, through a watched LDS file) to the first answered request. The report ends with issue 19's
+//! goals table and the module's 20 biggest functions (bench/build-named.sh, bench/wasm_sizes.py).
 //!
 //! Output: tables on stdout, every number in target/bench/bench-<time>.json (and latest.json),
 //! raw measurements in target/bench/raw-<time>/.
@@ -40,13 +45,15 @@
 //!   BENCH_GUARD_ALT_WASM (another build of the module, run as A3-alt, A4-alt, A3-deny-alt and
 //!   compared with A3, A4, A3-deny), BENCH_PROBES (extra arms "A1+<calls>", the empty
 //!   filter making host calls, space-separated, e.g. "property:connection.mtls*20 time*20,metric*20"),
-//!   BENCH_RSS_WORKERS [4] (0: no RSS comparison), BENCH_ENVOY_CPU [0], BENCH_LOAD_CPU [1],
+//!   BENCH_RSS_WORKERS [2] (0: no memory phase), BENCH_MEMORY_RELEASE [1] (0: the measured arms
+//!   without the shipped memory_allocator_manager), BENCH_MEMORY_SETTLE_MS [90000] (the pause
+//!   before memory is read: tcmalloc releases the last free pages about a minute after they were freed), BENCH_PUSHES [5] (config pushes per arm; 0: none), BENCH_ENVOY_CPU [0], BENCH_LOAD_CPU [1],
 //!   BENCH_TLS_RESUMPTION [0] (1: Envoy's default), BENCH_LOG_LEVEL [info], BENCH_STRICT [0]
 //!   (1: exit 1 when a target is missed), BENCH_PERF [0] (1: `perf record` of Envoy during every
 //!   burst of mode rate, into target/bench/perf-<arm>-r<round>.data), OHA_VERSION [1.16.0];
 //!   ENVOY_BIN, LOOPBACK_GUARD_WASM, LOOPBACK_GUARD_BENCH_EMPTY_WASM,
 //!   LOOPBACK_GUARD_BENCH_EMPTY_MIN_WASM and LOOPBACK_GUARD_BENCH_FULL_WASM (the Makefile sets
-//!   them).
+//!   them), LOOPBACK_GUARD_BENCH_NAMED_WASM (else bench/build-named.sh makes it).
 
 mod arms;
 mod envoy_config;
@@ -114,6 +121,15 @@ pub struct Settings {
     pub empty_min_wasm: PathBuf,
     pub guard_full_wasm: PathBuf,
     pub guard_alt_wasm: Option<PathBuf>,
+    /// The shipped module built by the same post-link step with its function names kept, for
+    /// the size table (`LOOPBACK_GUARD_BENCH_NAMED_WASM`; none: no table).
+    pub guard_named_wasm: Option<PathBuf>,
+    /// The memory release of the measured arms (`BENCH_MEMORY_RELEASE`: 1, as shipped, or 0).
+    pub memory_release: Option<u64>,
+    /// The pause after a warm-up before memory is read, for the release to act.
+    pub memory_settle: std::time::Duration,
+    /// Config pushes per arm (`BENCH_PUSHES`).
+    pub pushes: u32,
 }
 
 impl Settings {
@@ -156,7 +172,7 @@ impl Settings {
             connections: number("BENCH_CONNECTIONS", 8)?,
             warmup: number("BENCH_WARMUP", 3000)?,
             arms: arms::select(&names, &probes)?,
-            rss_workers: number("BENCH_RSS_WORKERS", 4)?,
+            rss_workers: number("BENCH_RSS_WORKERS", 2)?,
             envoy_cpu: var("BENCH_ENVOY_CPU").unwrap_or_else(|| "0".to_owned()),
             load_cpu: var("BENCH_LOAD_CPU").unwrap_or_else(|| "1".to_owned()),
             tls_resumption: flag("BENCH_TLS_RESUMPTION")?,
@@ -170,6 +186,18 @@ impl Settings {
             empty_min_wasm: built_by_make("LOOPBACK_GUARD_BENCH_EMPTY_MIN_WASM")?,
             guard_full_wasm: built_by_make("LOOPBACK_GUARD_BENCH_FULL_WASM")?,
             guard_alt_wasm,
+            guard_named_wasm: var("LOOPBACK_GUARD_BENCH_NAMED_WASM")
+                .map(|path| existing(&path, "LOOPBACK_GUARD_BENCH_NAMED_WASM"))
+                .transpose()?,
+            memory_release: match var("BENCH_MEMORY_RELEASE").as_deref() {
+                None | Some("1") => Some(envoy_config::SHIPPED_BYTES_TO_RELEASE),
+                Some("0") => None,
+                Some(other) => {
+                    return Err(Error::new(format!("BENCH_MEMORY_RELEASE is 0 or 1, not {other:?}")))
+                }
+            },
+            memory_settle: std::time::Duration::from_millis(number("BENCH_MEMORY_SETTLE_MS", 90_000)?),
+            pushes: number("BENCH_PUSHES", 5)?,
         })
     }
 }
@@ -222,15 +250,14 @@ impl Certificates {
     }
 }
 
-/// Writes the arm's config for these ports into `dir`; returns its path.
-pub fn write_config(
-    settings: &Settings,
-    certificates: &Certificates,
-    arm: &Arm,
+/// What the arms' configs are made of in this run, for these ports and memory release.
+pub fn inputs<'a>(
+    settings: &'a Settings,
+    certificates: &'a Certificates,
     ports: (u16, u16),
-    dir: &Path,
-) -> Result<PathBuf> {
-    let inputs = envoy_config::Inputs {
+    memory_release: Option<u64>,
+) -> envoy_config::Inputs<'a> {
+    envoy_config::Inputs {
         admin_port: ports.0,
         listen_port: ports.1,
         cert_dir: certificates.pki.dir(),
@@ -240,13 +267,30 @@ pub fn write_config(
         guard_full_wasm: &settings.guard_full_wasm,
         guard_alt_wasm: settings.guard_alt_wasm.as_deref(),
         tls_resumption: settings.tls_resumption,
-    };
-    let config = envoy_config::config(arm, &inputs);
+        memory_release,
+        vm_suffix: "",
+    }
+}
+
+/// Arm names may hold what a file name must not (a probe's calls).
+pub fn safe_name(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+}
+
+/// Writes the arm's config for these ports and memory release into `dir`; returns its path.
+pub fn write_config(
+    settings: &Settings,
+    certificates: &Certificates,
+    arm: &Arm,
+    ports: (u16, u16),
+    memory_release: Option<u64>,
+    dir: &Path,
+) -> Result<PathBuf> {
+    let config = envoy_config::config(arm, &inputs(settings, certificates, ports, memory_release));
     let text = serde_json::to_string_pretty(&config).context("serializing an Envoy config")?;
-    // Arm names may hold what a file name must not (a probe's calls).
-    let safe: String =
-        arm.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    let path = dir.join(format!("envoy-{safe}.json"));
+    let safe = safe_name(&arm.name);
+    let release = if memory_release.is_some() { "" } else { "-norelease" };
+    let path = dir.join(format!("envoy-{safe}{release}.json"));
     fs::write(&path, text).context(format!("writing {}", path.display()))?;
     Ok(path)
 }
@@ -260,7 +304,8 @@ fn validate(settings: &Settings) -> Result<()> {
         .context("creating a working directory")?;
     let mut failed = Vec::new();
     for arm in &settings.arms {
-        let config = write_config(settings, &certificates, arm, (0, 0), work.path())?;
+        let config =
+            write_config(settings, &certificates, arm, (0, 0), settings.memory_release, work.path())?;
         let output = Command::new(&settings.envoy)
             .args(["--mode", "validate", "--log-level", "error", "-c"])
             .arg(&config)

@@ -16,12 +16,17 @@ use loopback_guard_integration::load::rss_kib;
 use loopback_guard_integration::{repo_root, url_encode, Context, Error, Result};
 use serde_json::json;
 
-use crate::arms::{Arm, Client};
+use loopback_guard_integration::client::Client;
+
+use crate::arms::{self, Arm};
+use crate::envoy_config::{self, SHIPPED_BYTES_TO_RELEASE};
 use crate::{out_dir, write_config, Certificates, Settings};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// The arms whose RSS is compared at 1 and at BENCH_RSS_WORKERS workers.
-const RSS_ARMS: [&str; 4] = ["A0", "A1-min", "A1", "A3"];
+/// The arms whose memory is compared at 1 and at BENCH_RSS_WORKERS workers, release off and on.
+const RSS_ARMS: [&str; 5] = ["A0", "A1-min", "A1", "A3", "A3-alt"];
+/// The arms whose first request after a config push is measured.
+const PUSH_ARMS: [&str; 5] = ["A0", "A1-min", "A1", "A3", "A3-alt"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -119,7 +124,42 @@ impl RunningEnvoy {
     fn rss_kb(&self) -> Result<u64> {
         rss_kib(self.pid())
     }
+
+    /// VmRSS and tcmalloc's figures from admin `/memory` (bytes), at this moment.
+    fn memory(&self) -> Result<serde_json::Value> {
+        let url = format!("http://127.0.0.1:{}/memory", self.admin);
+        let reply = get_plain(&url)?;
+        if reply.status != 200 {
+            return Err(Error::new(format!("GET {url}: status {}", reply.status)));
+        }
+        let fields: serde_json::Value =
+            serde_json::from_str(&reply.body).context(format!("parsing GET {url}"))?;
+        // The admin API prints uint64 as strings.
+        let number = |name: &str| -> Result<u64> {
+            fields
+                .get(name)
+                .and_then(|value| {
+                    value.as_str().and_then(|text| text.parse().ok()).or_else(|| value.as_u64())
+                })
+                .ok_or_else(|| Error::new(format!("GET {url}: no {name} in {}", reply.body)))
+        };
+        let mut sample = json!({"rss_kb": self.rss_kb()?});
+        for name in MEMORY_FIELDS {
+            envoy_config::set(&mut sample, name, json!(number(name)?));
+        }
+        Ok(sample)
+    }
 }
+
+/// What admin `/memory` reports (tcmalloc), every field kept.
+const MEMORY_FIELDS: [&str; 6] = [
+    "allocated",
+    "heap_size",
+    "pageheap_unmapped",
+    "pageheap_free",
+    "total_thread_cache",
+    "total_physical_bytes",
+];
 
 impl Drop for RunningEnvoy {
     fn drop(&mut self) {
@@ -140,40 +180,53 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    /// The arm's Envoy on fresh ports with `workers` workers, ready to serve.
+    /// The arm's Envoy on fresh ports with `workers` workers, ready to serve, the memory release
+    /// as the run sets it.
     fn start_envoy(&self, arm: &Arm, workers: u32) -> Result<RunningEnvoy> {
+        self.start_envoy_with(arm, workers, self.settings.memory_release.is_some())
+    }
+
+    /// The same with the memory release on (the shipped setting) or off (Envoy's default).
+    fn start_envoy_with(&self, arm: &Arm, workers: u32, release: bool) -> Result<RunningEnvoy> {
         let mut attempt = 1;
         loop {
-            match self.start_envoy_once(arm, workers) {
+            match self.start_envoy_once(arm, workers, release) {
                 Err(err) if attempt < 3 && err.to_string().contains("Address already in use") => attempt += 1,
                 result => return result,
             }
         }
     }
 
-    fn start_envoy_once(&self, arm: &Arm, workers: u32) -> Result<RunningEnvoy> {
-        let ports = Ports::pick()?;
-        let config = write_config(
-            self.settings,
-            &self.certificates,
-            arm,
-            (ports.admin, ports.strict),
-            self.work.path(),
-        )?;
-        let log_path = config.with_extension("log");
-        let log = File::create(&log_path).context(format!("creating {}", log_path.display()))?;
-        let child = Command::new("taskset")
+    /// Envoy with `config`, pinned to the Envoy core, its output into `log_path`.
+    fn spawn_envoy(&self, config: &Path, log_path: &Path, workers: u32) -> Result<Child> {
+        let log = File::create(log_path).context(format!("creating {}", log_path.display()))?;
+        Command::new("taskset")
             .args(["-c", &self.settings.envoy_cpu])
             .arg(&self.settings.envoy)
             .arg("-c")
-            .arg(&config)
+            .arg(config)
             .args(["--concurrency", &workers.to_string(), "--log-level", &self.settings.log_level])
             .arg("--disable-hot-restart")
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("opening Envoy's log")?)
             .stderr(log)
             .spawn()
-            .context("running taskset (util-linux) with Envoy")?;
+            .context("running taskset (util-linux) with Envoy")
+    }
+
+    fn start_envoy_once(&self, arm: &Arm, workers: u32, release: bool) -> Result<RunningEnvoy> {
+        let ports = Ports::pick()?;
+        let memory_release = if release { Some(SHIPPED_BYTES_TO_RELEASE) } else { None };
+        let config = write_config(
+            self.settings,
+            &self.certificates,
+            arm,
+            (ports.admin, ports.strict),
+            memory_release,
+            self.work.path(),
+        )?;
+        let log_path = config.with_extension("log");
+        let child = self.spawn_envoy(&config, &log_path, workers)?;
         // taskset execs Envoy: the child's pid is Envoy's.
         let mut envoy = RunningEnvoy { child, admin: ports.admin, listen: ports.strict, log_path };
         let deadline = Instant::now() + START_TIMEOUT;
@@ -208,8 +261,8 @@ impl Session<'_> {
     /// JSON output into `output` (or nowhere).
     fn oha(&self, arm: &Arm, envoy: &RunningEnvoy, extra: &[String], output: Option<&Path>) -> Result<Child> {
         let client = match arm.client {
-            Client::App => &self.certificates.app,
-            Client::Rogue => &self.certificates.rogue,
+            arms::Client::App => &self.certificates.app,
+            arms::Client::Rogue => &self.certificates.rogue,
         };
         let stdout = match output {
             Some(path) => Stdio::from(File::create(path).context(format!("creating {}", path.display()))?),
@@ -374,13 +427,174 @@ impl Session<'_> {
         check_oha(arm, self.oha(arm, envoy, &extra, None)?.wait())
     }
 
-    /// The arm's Envoy RSS with `workers` workers after a warm-up of new connections, many at
-    /// once, so that every worker serves some.
-    fn rss(&self, arm: &Arm, workers: u32) -> Result<()> {
-        let envoy = self.start_envoy(arm, workers)?;
-        self.warm_up(arm, &envoy, false)?;
-        let record = json!({"arm": arm.name, "workers": workers, "rss_kb": envoy.rss_kb()?});
-        self.write(self.run_dir.join(format!("rss-{}-w{workers}.json", arm.name)), &format!("{record}\n"))
+    /// The memory phase for one worker count: the arms' Envoys with the memory release off and
+    /// on, all started at once; each warmed up in turn with new connections (many at once, so that
+    /// every worker serves some); one pause (tcmalloc gives pages back in steps, the last about a
+    /// minute after they were freed); every memory read ("warm"); then as many requests more
+    /// (new connections and keep-alive) each, the same pause, and every memory read again ("end").
+    fn memory_phase(&self, arms: &[&Arm], workers: u32) -> Result<()> {
+        let mut group = Vec::new();
+        for release in [false, true] {
+            for arm in arms {
+                group.push((*arm, release, self.start_envoy_with(arm, workers, release)?));
+            }
+        }
+        for (arm, _, envoy) in &group {
+            self.warm_up(arm, envoy, false)?;
+        }
+        thread::sleep(self.settings.memory_settle);
+        let mut warm = Vec::new();
+        for (_, _, envoy) in &group {
+            warm.push(envoy.memory()?);
+        }
+        for (arm, _, envoy) in &group {
+            self.warm_up(arm, envoy, false)?;
+            self.warm_up(arm, envoy, true)?;
+        }
+        thread::sleep(self.settings.memory_settle);
+        for ((arm, release, envoy), warm) in group.iter().zip(warm) {
+            let end = envoy.memory()?;
+            let record = json!({
+                "arm": arm.name, "workers": workers, "release": release,
+                "rss_kb": warm.get("rss_kb"), "warm": warm, "end": end,
+            });
+            let switch = if *release { "on" } else { "off" };
+            self.write(
+                self.run_dir.join(format!("rss-{}-w{workers}-{switch}.json", arm.name)),
+                &format!("{record}\n"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A config push: an Envoy whose listeners come from a watched file gets a new listener with
+    /// the arm's filters (a new vm_id each push: a new VM); the time from the file's move to the
+    /// first answered request, and that request's own latency (a new TLS connection, the VM's
+    /// first decision); then the listener is removed again. The first push into an Envoy compiles
+    /// the module ("cold", as a new module version does); a later one finds V8's compilation of
+    /// the same code still alive (proxy-wasm-cpp-host strips custom sections before V8 sees the
+    /// bytes, and the last listener's VM lives while it drains): "warm", a changed plugin config.
+    fn push(&self, arm: &Arm, envoy: &PushEnvoy, push: u32) -> Result<serde_json::Value> {
+        let port = Ports::pick()?.strict;
+        let suffix = format!("_push{push}");
+        let inputs = envoy_config::Inputs { vm_suffix: &suffix, ..self.inputs((envoy.admin, port)) };
+        let listener = envoy_config::listener(arm, &inputs, "pushed", port);
+        let client = match arm.client {
+            arms::Client::App => &self.certificates.app,
+            arms::Client::Rogue => &self.certificates.rogue,
+        };
+        let agent = Client::new(&self.certificates.pki.ca_path(), Some(client))?;
+        let url = format!("https://127.0.0.1:{port}/");
+        let started = Instant::now();
+        envoy.write_lds(vec![listener])?;
+        let deadline = started + START_TIMEOUT;
+        let (status, first) = loop {
+            let attempt = Instant::now();
+            match agent.get(&url) {
+                Ok(reply) => break (reply.status, attempt.elapsed()),
+                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_micros(200)),
+                Err(err) => {
+                    return Err(Error::new(format!(
+                        "arm {}: no answer on the pushed listener after {}s: {err}\n{}",
+                        arm.name,
+                        START_TIMEOUT.as_secs(),
+                        tail(&envoy.log_path, 30)
+                    )))
+                }
+            }
+        };
+        let ready = started.elapsed();
+        let want = match arm.expect {
+            arms::Expect::Ok => 200,
+            arms::Expect::Forbidden => 403,
+        };
+        if status != want {
+            return Err(Error::new(format!(
+                "arm {}: the pushed listener answered {status}, not {want}",
+                arm.name
+            )));
+        }
+        // Removed again, and gone, before the next push.
+        envoy.write_lds(vec![])?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if Instant::now() > deadline {
+                return Err(Error::new(format!("arm {}: the pushed listener was not removed", arm.name)));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(json!({
+            "arm": arm.name, "push": push, "kind": if push == 1 { "cold" } else { "warm" },
+            "ready_ms": ready.as_secs_f64() * 1e3, "first_request_ms": first.as_secs_f64() * 1e3,
+        }))
+    }
+
+    fn inputs(&self, ports: (u16, u16)) -> envoy_config::Inputs<'_> {
+        crate::inputs(self.settings, &self.certificates, ports, self.settings.memory_release)
+    }
+
+    /// An Envoy with no listener, reading them from a watched LDS file.
+    fn start_push_envoy(&self, arm: &Arm) -> Result<PushEnvoy> {
+        let ports = Ports::pick()?;
+        let safe = crate::safe_name(&arm.name);
+        let dir = self.work.path().join(format!("push-{safe}"));
+        fs::create_dir_all(&dir).context(format!("creating {}", dir.display()))?;
+        let lds_path = dir.join("lds.json");
+        let push = PushEnvoy { admin: ports.admin, lds_path, log_path: dir.join("envoy.log"), child: None };
+        push.write_lds(vec![])?;
+        let config = envoy_config::pushed_config(&self.inputs((ports.admin, 0)), &push.lds_path);
+        let config_path = dir.join("bootstrap.json");
+        let text = serde_json::to_string_pretty(&config).context("serializing an Envoy config")?;
+        fs::write(&config_path, text).context(format!("writing {}", config_path.display()))?;
+        let child = self.spawn_envoy(&config_path, &push.log_path, 1)?;
+        let mut push = push;
+        push.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(Ok(Some(status))) = push.child.as_mut().map(Child::try_wait) {
+                return Err(Error::new(format!(
+                    "the push Envoy of arm {} exited ({status}):\n{}",
+                    arm.name,
+                    tail(&push.log_path, 30)
+                )));
+            }
+            if get_plain(&format!("http://127.0.0.1:{}/ready", push.admin))
+                .is_ok_and(|reply| reply.status == 200)
+            {
+                return Ok(push);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::new(format!("the push Envoy of arm {} was not ready", arm.name)));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// An Envoy whose listeners come from a watched LDS file; killed on drop.
+struct PushEnvoy {
+    admin: u16,
+    lds_path: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl PushEnvoy {
+    /// A push: the new LDS file written beside and moved in (Envoy reloads on the move).
+    fn write_lds(&self, listeners: Vec<serde_json::Value>) -> Result<()> {
+        let text = envoy_config::lds(listeners).to_string();
+        let next = self.lds_path.with_extension("next");
+        fs::write(&next, text).context(format!("writing {}", next.display()))?;
+        fs::rename(&next, &self.lds_path).context(format!("moving {}", next.display()))
+    }
+}
+
+impl Drop for PushEnvoy {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -418,6 +632,20 @@ fn oha_bin(version: &str) -> Result<PathBuf> {
         }
     }
     Ok(bin)
+}
+
+/// The shipped module with its function names (`LOOPBACK_GUARD_BENCH_NAMED_WASM`, or built by
+/// bench/build-named.sh), for the table of its biggest functions; "" (no table) if that fails.
+fn named_module(settings: &Settings) -> String {
+    if let Some(path) = &settings.guard_named_wasm {
+        return path.display().to_string();
+    }
+    let script = repo_root().join("bench/build-named.sh");
+    let built = output_of(&script.display().to_string(), &[]);
+    if built.is_empty() {
+        eprintln!("bench: warning: bench/build-named.sh failed: no table of the module's functions");
+    }
+    built
 }
 
 fn output_of(program: &str, args: &[&str]) -> String {
@@ -523,6 +751,11 @@ pub fn run(settings: &Settings) -> Result<ExitCode> {
         session.warm_up(arm, &envoy, true)?;
         session.envoys.insert(arm.name.clone(), envoy);
     }
+    // Every arm's memory once all are warm, and at the end (minutes later: settled).
+    let mut memory = BTreeMap::new();
+    for arm in &settings.arms {
+        memory.insert(arm.name.clone(), json!({"warm": session.envoy(arm)?.memory()?}));
+    }
     let count = settings.arms.len();
     for round in 1..=settings.rounds {
         eprintln!("bench: round {round}/{} (load {})", settings.rounds, loadavg());
@@ -548,6 +781,13 @@ pub fn run(settings: &Settings) -> Result<ExitCode> {
             }
         }
     }
+    for arm in &settings.arms {
+        if let Some(entry) = memory.get_mut(&arm.name) {
+            envoy_config::set(entry, "end", session.envoy(arm)?.memory()?);
+        }
+    }
+    session
+        .write(session.run_dir.join("memory-arms.json"), &serde_json::Value::from_iter(memory).to_string())?;
     for (name, envoy) in std::mem::take(&mut session.envoys) {
         let log_path = envoy.log_path.clone();
         drop(envoy);
@@ -557,13 +797,37 @@ pub fn run(settings: &Settings) -> Result<ExitCode> {
             let _ = fs::copy(&log_path, session.run_dir.join(format!("envoy-{name}.log")));
         }
     }
+    // Memory by worker count, the release off and on, every arm's Envoy of a worker count at once.
     if settings.rss_workers > 0 {
-        for arm in settings.arms.iter().filter(|arm| RSS_ARMS.contains(&arm.name.as_str())) {
-            for workers in [1, settings.rss_workers] {
-                eprintln!("bench: RSS: {} with {workers} worker(s)", arm.name);
-                session.rss(arm, workers)?;
+        let memory_arms: Vec<&Arm> =
+            settings.arms.iter().filter(|arm| RSS_ARMS.contains(&arm.name.as_str())).collect();
+        for workers in [1, settings.rss_workers] {
+            eprintln!(
+                "bench: memory: {} with {workers} worker(s), release off and on ({} s pauses)",
+                memory_arms.iter().map(|arm| arm.name.as_str()).collect::<Vec<_>>().join(" "),
+                settings.memory_settle.as_secs()
+            );
+            session.memory_phase(&memory_arms, workers)?;
+        }
+    }
+    // Config pushes, interleaved: round n of every arm, then round n + 1; each round a new Envoy
+    // per arm, pushed twice (cold, then warm).
+    if settings.pushes > 0 {
+        let push_arms: Vec<&Arm> =
+            settings.arms.iter().filter(|arm| PUSH_ARMS.contains(&arm.name.as_str())).collect();
+        let mut pushes = Vec::new();
+        for round in 1..=settings.pushes {
+            eprintln!("bench: config push round {round}/{}", settings.pushes);
+            for arm in &push_arms {
+                let envoy = session.start_push_envoy(arm)?;
+                for push in [1, 2] {
+                    let mut record = session.push(arm, &envoy, push)?;
+                    envoy_config::set(&mut record, "round", json!(round));
+                    pushes.push(record);
+                }
             }
         }
+        session.write(session.run_dir.join("pushes.json"), &serde_json::Value::from(pushes).to_string())?;
     }
     let load_after = loadavg();
     eprintln!("bench: load after the run: {load_after}");
@@ -579,6 +843,10 @@ pub fn run(settings: &Settings) -> Result<ExitCode> {
         .args(["--machine", &machine(), "--envoy", envoy_version, "--oha", &oha_version])
         .args(["--loadavg", &load_after, "--module-sha256", &sha256_file(&settings.guard_wasm)?])
         .args(["--module-bytes", &file_size(&settings.guard_wasm)?.to_string()])
+        .args(["--module-names", &named_module(settings)])
+        .arg("--module-path")
+        .arg(&settings.guard_wasm)
+        .args(["--memory-release", &SHIPPED_BYTES_TO_RELEASE.to_string()])
         .args(["--git", if git.is_empty() { "unknown" } else { &git }])
         .args(["--strict-targets", if settings.strict { "1" } else { "0" }])
         .status()
