@@ -4,8 +4,8 @@
 //! `set_shared_data`, `get_current_time`, and at configure time `get_buffer`, `define_metric`,
 //! `set_tick_period`), and a panic kills the VM with every later request on that worker. These
 //! return the status instead. The mock-host tier (abi-host/tests/abi.rs) runs the built module
-//! against hosts that answer each of them with errors and checks that it never traps. (Only
-//! `proxy_log` still goes through the SDK, whose logger carries `log::info!` and friends.)
+//! against hosts that answer each of them with errors and checks that it never traps. `proxy_log`
+//! too: the SDK's logger unwraps its status, so the filter installs its own (`crate::logger`).
 #![allow(unsafe_code)] // The ABI is a C interface: calling it is unsafe by definition.
 
 use std::ptr::{null, null_mut};
@@ -65,6 +65,7 @@ extern "C" {
     ) -> u32;
     fn proxy_define_metric(metric_type: u32, name: *const u8, name_size: usize, metric_id: *mut u32) -> u32;
     fn proxy_set_tick_period_milliseconds(period_ms: u32) -> u32;
+    fn proxy_log(level: u32, message: *const u8, message_size: usize) -> u32;
 }
 
 const OK: u32 = 0;
@@ -97,6 +98,12 @@ fn returned(code: u32, data: *mut u8, size: usize) -> Result<Option<Vec<u8>>, u3
     // SAFETY: the host allocated `size` bytes at `data` with the module's allocator and hands
     // them over; nothing else refers to them.
     Ok(Some(unsafe { Vec::from_raw_parts(data, size, size) }))
+}
+
+/// One line for the proxy's log at `level` (the ABI's: 0 trace ... 4 error, 5 critical).
+pub fn log(level: u32, message: &str) -> Result<(), HostError> {
+    // SAFETY: the message outlives the call, which only reads it.
+    status("log", unsafe { proxy_log(level, message.as_ptr(), message.len()) })
 }
 
 pub fn set_property(path: &str, value: &[u8]) -> Result<(), HostError> {

@@ -5,10 +5,12 @@
 
 mod abi;
 mod filter;
+mod logger;
 
 proxy_wasm::main! {{
-    // Levels are filtered by Envoy's own log level; the module passes everything on.
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
+    // Levels are filtered by Envoy's own log level; the module passes everything on, through
+    // its own logger (the SDK's panics on a refused line).
+    logger::install();
     proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
         Box::new(filter::root::Root::default())
     });

@@ -78,6 +78,8 @@ enum Expect {
     AllowedLogging(&'static str),
     /// 403 with this reason in the body and the decision line.
     Denied(&'static str),
+    /// 403 with this reason in the body, counted, where the host refuses every log line.
+    DeniedUnlogged(&'static str),
     /// `proxy_on_configure` returns false, logging an error that contains this.
     Refused(&'static str),
 }
@@ -106,7 +108,7 @@ fn check(name: &str, run: &Run, expect: &Expect) -> Result<(), String> {
                 ));
             }
         }
-        Expect::Denied(reason) => {
+        Expect::Denied(reason) | Expect::DeniedUnlogged(reason) => {
             let body = format!("loopback-guard: denied: {reason}\n");
             let [reply] = host.replies.as_slice() else {
                 return Err(format!("{name}: expected one local reply, got {:?}", host.replies));
@@ -124,10 +126,11 @@ fn check(name: &str, run: &Run, expect: &Expect) -> Result<(), String> {
                 return Err(format!("{name}: no counter {counter} incremented: {:?}", host.increments));
             }
             let line = format!("\"reason\":\"{reason}\"");
-            if !host
-                .lines_at(WARN)
-                .iter()
-                .any(|text| text.starts_with("{\"decision\":\"deny\"") && text.contains(&line))
+            if matches!(expect, Expect::Denied(_))
+                && !host
+                    .lines_at(WARN)
+                    .iter()
+                    .any(|text| text.starts_with("{\"decision\":\"deny\"") && text.contains(&line))
             {
                 return Err(format!("{name}: no decision line with {line} at warning in {:?}", host.log));
             }
@@ -180,6 +183,20 @@ fn the_module_never_traps_and_denies_or_refuses_what_it_cannot_read() {
             "another principal",
             Box::new(|host: &mut Host| *host = request_from(ROGUE)),
             Expect::Denied("principal_mismatch"),
+        ),
+        // The SDK's logger unwraps proxy_log's status; the module's own drops a refused line.
+        (
+            "every log line refused, rightful",
+            Box::new(failing("proxy_log", status::INTERNAL_FAILURE)),
+            Expect::Allowed,
+        ),
+        (
+            "every log line refused, another principal",
+            Box::new(|host: &mut Host| {
+                *host = request_from(ROGUE);
+                host.failing.insert("proxy_log", status::INTERNAL_FAILURE);
+            }),
+            Expect::DeniedUnlogged("principal_mismatch"),
         ),
         // Property calls answered with a status other than OK and NotFound.
         (
