@@ -67,7 +67,7 @@ SCHEMAS = os.environ.get("LOOPBACK_GUARD_SCHEMAS", os.path.join(ROOT, "deploy", 
 # Kubernetes' schemas of this version check the core kinds; the manifests use nothing newer.
 KUBERNETES_VERSION = "1.33.0"
 
-# The contract with the module (docs/configuration.md, core/src/config.rs).
+# The contract with the module (docs/configuration.md, core/src/config/).
 ROOT_ID = "loopback_guard"
 ROUTER = "envoy.filters.http.router"
 
