@@ -54,12 +54,17 @@ extern "C" {
         cas: u32,
     ) -> u32;
     fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
+    fn proxy_close_stream(stream_type: u32) -> u32;
 }
 
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
 const CAS_MISMATCH: u32 = 8;
 const REQUEST_HEADERS: u32 = 0;
+/// proxy-wasm's StreamType::Downstream (proxy-wasm-rust-sdk v0.2.5 src/types.rs), which
+/// proxy-wasm-cpp-host hands to Envoy's Context::closeStream: a FlushWrite close of the
+/// connection, deferred until the VM call returns (Envoy source/extensions/common/wasm/context.cc).
+const DOWNSTREAM: u32 = 2;
 
 /// `Ok` for status 0, any other status as an error naming the call.
 pub fn status(call: &str, status: u32) -> Result<(), HostError> {
@@ -160,6 +165,12 @@ pub fn set_shared_data(key: &str, value: &[u8], cas: Option<u32>) -> Result<bool
         CAS_MISMATCH => Ok(false),
         code => status(&format!("setting shared data {key}"), code).map(|()| true),
     }
+}
+
+/// Closes the downstream connection (a network filter's), once the current callback returns.
+pub fn close_downstream() -> Result<(), HostError> {
+    // SAFETY: no pointers.
+    status("close_downstream", unsafe { proxy_close_stream(DOWNSTREAM) })
 }
 
 /// The proxy's clock, in nanoseconds since the Unix epoch.

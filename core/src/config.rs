@@ -44,6 +44,44 @@ impl Mode {
     }
 }
 
+/// Where the filter decides: per HTTP request (the HTTP filter), or once per connection (the
+/// network filter, docs/architecture.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Request,
+    Connection,
+}
+
+/// What connection scope does with a denied connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDeny {
+    /// Closes it before the next filter sees a byte.
+    Close,
+    /// Lets it go on with the verdict in filter state, for native RBAC on the HTTP chain to
+    /// answer each request with a 403 (and to admit exempt probes).
+    Rbac,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Connection => "connection",
+        }
+    }
+}
+
+impl OnDeny {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Close => "close",
+            Self::Rbac => "rbac",
+        }
+    }
+}
+
 /// Where the expected (the pod's own) principal comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -119,6 +157,9 @@ pub struct Policy {
     /// Set `loopback_guard.decision` and `.reason` in the stream's filter state (for the access
     /// log): two host calls per request, so only when asked for.
     pub filter_state: bool,
+    pub scope: Scope,
+    /// Connection scope only.
+    pub on_deny: OnDeny,
 }
 
 /// A configuration field that is missing, unknown or wrong.
@@ -198,6 +239,10 @@ struct Raw {
     log_summary_seconds: Option<u64>,
     #[serde(default, deserialize_with = "present")]
     filter_state: Option<bool>,
+    #[serde(default, deserialize_with = "variant")]
+    scope: Option<Scope>,
+    #[serde(default, deserialize_with = "variant")]
+    on_deny: Option<OnDeny>,
 }
 
 /// A field that is there is read as given: `null` is refused rather than read as absent.
@@ -259,6 +304,21 @@ impl Raw {
             (None, Some(raw)) => (format!("{TRUST_DOMAIN_ENV} (VM environment)"), raw),
             (None, None) => ("trust_domain".to_owned(), DEFAULT_TRUST_DOMAIN),
         };
+        let scope = self.scope.unwrap_or(Scope::Request);
+        match (scope, &self.on_deny, &self.exempt_paths) {
+            (Scope::Request, Some(_), _) => {
+                return Err(ConfigError::new("on_deny", "applies only with \"scope\": \"connection\""))
+            }
+            // A connection has no path: probes are RBAC's to admit (docs/architecture.md).
+            (Scope::Connection, _, Some(paths)) if !paths.is_empty() => {
+                return Err(ConfigError::new(
+                    "exempt_paths",
+                    "do not apply with \"scope\": \"connection\" (a connection has no path): \
+                     admit probes in the RBAC policy of the HTTP chain instead",
+                ))
+            }
+            _ => {}
+        }
         let trust_domain =
             TrustDomain::parse(raw).map_err(|e| ConfigError::new(field, format!("{raw:?} {e}")))?;
         Ok(Policy {
@@ -296,6 +356,8 @@ impl Raw {
             )?
             .unwrap_or(DEFAULT_LOG_SUMMARY_SECONDS),
             filter_state: self.filter_state.unwrap_or(false),
+            scope,
+            on_deny: self.on_deny.unwrap_or(OnDeny::Close),
         })
     }
 }
@@ -447,6 +509,25 @@ mod tests {
         for log in [LogAllowed::None, LogAllowed::FirstPerConnection, LogAllowed::All] {
             assert_eq!(read::<LogAllowed>(log.as_str()), log);
         }
+        for scope in [Scope::Request, Scope::Connection] {
+            assert_eq!(read::<Scope>(scope.as_str()), scope);
+        }
+        for on_deny in [OnDeny::Close, OnDeny::Rbac] {
+            assert_eq!(read::<OnDeny>(on_deny.as_str()), on_deny);
+        }
+    }
+
+    #[test_case]
+    fn connection_scope_has_no_paths_and_request_scope_no_on_deny() {
+        let p = policy(r#"{"scope":"connection"}"#).unwrap();
+        assert_eq!((p.scope, p.on_deny), (Scope::Connection, OnDeny::Close));
+        assert_eq!(policy(r#"{"scope":"connection","on_deny":"rbac"}"#).unwrap().on_deny, OnDeny::Rbac);
+        assert_eq!(policy("{}").unwrap().scope, Scope::Request);
+        let err = policy(r#"{"on_deny":"close"}"#).unwrap_err();
+        assert_eq!(err.field, "on_deny");
+        let err = policy(r#"{"scope":"connection","exempt_paths":["/healthz"]}"#).unwrap_err();
+        assert_eq!(err.field, "exempt_paths");
+        assert_eq!(policy(r#"{"scope":"stream"}"#).unwrap_err().field, "scope");
     }
 
     #[test_case]

@@ -128,6 +128,10 @@ pub struct Settings {
     /// listeners' routes, answering [`LOOK_ALIKE_STATUS`] itself: what a request that names
     /// another service reaches (Istio builds such suffix wildcards for wildcard ServiceEntries).
     pub look_alike_virtual_host: bool,
+    /// The config template (a path under the repository); [`TEMPLATE`] unless set.
+    pub template: &'static str,
+    /// Values for placeholders only that template has (see `crate::connection`).
+    pub extra_values: Vec<(&'static str, String)>,
 }
 
 /// The status of [`Settings::look_alike_virtual_host`]'s own reply: no other route gives it.
@@ -161,6 +165,8 @@ impl Settings {
             accept_untrusted: false,
             websocket_upgrades: false,
             look_alike_virtual_host: false,
+            template: TEMPLATE,
+            extra_values: Vec::new(),
         }
     }
 
@@ -494,7 +500,7 @@ fn render_config(pki: &Pki, settings: &Settings) -> Result<Rendered> {
         ));
     }
     let ports = Ports::pick()?;
-    let values = BTreeMap::from([
+    let mut values = BTreeMap::from([
         ("ADMIN_PORT", ports.admin.to_string()),
         ("LISTEN_PORT", ports.strict.to_string()),
         ("LENIENT_PORT", ports.lenient.to_string()),
@@ -509,7 +515,10 @@ fn render_config(pki: &Pki, settings: &Settings) -> Result<Rendered> {
         ("FORWARD_CLIENT_CERT", settings.forward_client_cert.as_str().to_owned()),
         ("TRUST_DOMAIN", crate::pki::TRUST_DOMAIN.to_owned()),
     ]);
-    let rendered = customise(render(&template()?, &values)?, pki, settings)?;
+    values.extend(settings.extra_values.iter().cloned());
+    let path = repo_root().join(settings.template);
+    let template = fs::read_to_string(&path).context(format!("reading {}", path.display()))?;
+    let rendered = customise(render(&template, &values)?, pki, settings)?;
     let dir = tempfile::Builder::new()
         .prefix("loopback-guard-envoy-")
         .tempdir()
