@@ -118,6 +118,85 @@ fn echo(mut stream: TcpStream, seen: &Mutex<Recorded>) {
     }
 }
 
+/// A TLS connection to 127.0.0.1 through `openssl s_client` (which speaks raw bytes over TLS),
+/// presenting a client certificate or none. Killed on drop.
+pub struct TlsSession {
+    child: std::process::Child,
+    received: Arc<Mutex<Vec<u8>>>,
+    reader: Option<thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsSession {
+    pub fn open(pki: &Pki, identity: Option<&Credential>, port: u16) -> Result<Self> {
+        let dir = tempfile::tempdir().context("a directory for the client's key")?;
+        let mut command = Command::new("openssl");
+        command.args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{port}")]);
+        command.arg("-CAfile").arg(pki.ca_path());
+        if let Some(credential) = identity {
+            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            std::fs::write(&cert, &credential.cert_pem).context("writing the client certificate")?;
+            std::fs::write(&key, &credential.key_pem).context("writing the client key")?;
+            command.arg("-cert").arg(cert).arg("-key").arg(key);
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("running openssl s_client (apt-get install openssl)")?;
+        let mut stdout = child.stdout.take().ok_or_else(|| Error::new("no stdout of openssl"))?;
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&received);
+        let reader = thread::spawn(move || {
+            let mut buffer = [0_u8; 4096];
+            while let Ok(n) = stdout.read(&mut buffer) {
+                match (buffer.get(..n), sink.lock()) {
+                    (Some(bytes), Ok(mut sink)) if !bytes.is_empty() => sink.extend_from_slice(bytes),
+                    _ => break,
+                }
+            }
+        });
+        Ok(Self { child, received, reader: Some(reader), _dir: dir })
+    }
+
+    /// Sends `bytes`; a closed connection may refuse them, which what comes back then shows.
+    pub fn send(&mut self, bytes: &[u8]) {
+        if let Some(stdin) = self.child.stdin.as_mut() {
+            let _ = stdin.write_all(bytes).and_then(|()| stdin.flush());
+        }
+    }
+
+    /// Everything received so far, once `done` says it is enough, the connection ended, or
+    /// `wait` passed.
+    pub fn received_until(&mut self, wait: Duration, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let bytes = self.received.lock().map(|r| r.clone()).unwrap_or_default();
+            let ended = matches!(self.child.try_wait(), Ok(Some(_)));
+            if done(&bytes) || ended || Instant::now() >= deadline {
+                return bytes;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether openssl saw the connection end.
+    pub fn ended(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for TlsSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
 /// Sends `payload` over TLS (presenting `identity`) to 127.0.0.1:`port` and returns what came
 /// back within `wait` (the echo, or nothing when the connection is closed on it).
 pub fn tls_exchange(
@@ -127,49 +206,7 @@ pub fn tls_exchange(
     payload: &[u8],
     wait: Duration,
 ) -> Result<Vec<u8>> {
-    let dir = tempfile::tempdir().context("a directory for the client's key")?;
-    let mut command = Command::new("openssl");
-    command.args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{port}")]);
-    command.arg("-CAfile").arg(pki.ca_path());
-    if let Some(credential) = identity {
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        std::fs::write(&cert, &credential.cert_pem).context("writing the client certificate")?;
-        std::fs::write(&key, &credential.key_pem).context("writing the client key")?;
-        command.arg("-cert").arg(cert).arg("-key").arg(key);
-    }
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("running openssl s_client")?;
-    let mut stdout = child.stdout.take().ok_or_else(|| Error::new("no stdout of openssl"))?;
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&received);
-    let reader = thread::spawn(move || {
-        let mut buffer = [0_u8; 4096];
-        while let Ok(n) = stdout.read(&mut buffer) {
-            match (buffer.get(..n), sink.lock()) {
-                (Some(bytes), Ok(mut sink)) if !bytes.is_empty() => sink.extend_from_slice(bytes),
-                _ => break,
-            }
-        }
-    });
-    if let Some(stdin) = child.stdin.as_mut() {
-        // A closed connection may refuse the write: what came back says what happened.
-        let _ = stdin.write_all(payload).and_then(|()| stdin.flush());
-    }
-    let deadline = Instant::now() + wait;
-    while Instant::now() < deadline {
-        let done = received.lock().map(|r| r.len() >= payload.len()).unwrap_or(true);
-        if done || matches!(child.try_wait(), Ok(Some(_))) {
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = reader.join();
-    let bytes = received.lock().map(|r| r.clone()).unwrap_or_default();
-    Ok(bytes)
+    let mut session = TlsSession::open(pki, identity, port)?;
+    session.send(payload);
+    Ok(session.received_until(wait, |bytes| bytes.len() >= payload.len()))
 }
