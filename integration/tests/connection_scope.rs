@@ -263,8 +263,9 @@ fn a_connection_whose_certificate_expires_is_closed_at_its_next_read() {
     }
     let pki = Pki::generate().unwrap();
     let now = OffsetDateTime::now_utc();
-    let short = CertSpec::svid(APP_ID)
-        .valid_between(now - time::Duration::minutes(1), now + time::Duration::seconds(3));
+    // Long enough for Envoy to start and the handshake to pass on a loaded machine.
+    let not_after = now + time::Duration::seconds(10);
+    let short = CertSpec::svid(APP_ID).valid_between(now - time::Duration::minutes(1), not_after);
     let short = pki.issue("short-lived", &short).unwrap();
     let upstream = Recorder::start().unwrap();
     let (settings, tcp_port) = settings("", upstream.port()).unwrap();
@@ -273,10 +274,11 @@ fn a_connection_whose_certificate_expires_is_closed_at_its_next_read() {
     let position = envoy.log_position();
     let mut session = TlsSession::open(&pki, Some(&short), tcp_port).unwrap();
     session.send(b"before\n");
-    let echoed = session.received_until(Duration::from_secs(3), |bytes| bytes.len() >= 7);
+    let echoed = session.received_until(Duration::from_secs(8), |bytes| bytes.len() >= 7);
     assert_eq!(echoed, b"before\n", "{:#?}", envoy.decisions_since(position));
     // notAfter passes (the certificate's times are whole seconds; Envoy's clock may lag ours).
-    thread::sleep(Duration::from_secs(5));
+    let left = u64::try_from((not_after - OffsetDateTime::now_utc()).whole_milliseconds()).unwrap_or(0);
+    thread::sleep(Duration::from_millis(left + 2000));
     let before = envoy.guard_stats().unwrap();
     session.send(b"after\n");
     let later = session.received_until(Duration::from_secs(3), |bytes| bytes.len() > 7);
