@@ -49,6 +49,7 @@
 //!   them).
 
 mod arms;
+mod connection;
 mod envoy_config;
 mod measure;
 
@@ -77,7 +78,7 @@ fn main() -> ExitCode {
         if validate_only {
             validate(&settings).map(|()| ExitCode::SUCCESS)
         } else {
-            measure::run(&settings)
+            measure::run(&settings).and_then(|code| connection::after_session(&settings, code))
         }
     });
     result.unwrap_or_else(|err| {
@@ -241,7 +242,7 @@ pub fn write_config(
         guard_alt_wasm: settings.guard_alt_wasm.as_deref(),
         tls_resumption: settings.tls_resumption,
     };
-    let config = envoy_config::config(arm, &inputs);
+    let config = connection::adjust(arm, envoy_config::config(arm, &inputs), &inputs);
     let text = serde_json::to_string_pretty(&config).context("serializing an Envoy config")?;
     // Arm names may hold what a file name must not (a probe's calls).
     let safe: String =
