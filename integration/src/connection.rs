@@ -45,17 +45,19 @@ pub fn settings(plugin_config: &str, upstream: u16) -> Result<(Settings, u16)> {
     Ok((settings, tcp_port))
 }
 
-/// Whether this Envoy's tcp_proxy has `upstream_connect_mode` (Envoy 1.37 and later).
+/// Whether this Envoy's tcp_proxy has `upstream_connect_mode` (and `max_early_data_bytes`):
+/// 1.38.2 and 1.40.0 accept both, 1.36.4 neither (`envoy --mode validate`); 1.37 is not in the
+/// matrix, so it is not assumed.
 pub fn has_upstream_connect_mode() -> Result<bool> {
     let version = envoy_version()?;
-    Ok((version.major, version.minor) >= (1, 37))
+    Ok((version.major, version.minor) >= (1, 38))
 }
 
 fn tcp_connect_mode() -> Result<&'static str> {
     Ok(match has_upstream_connect_mode()? {
         // The first bytes are buffered while tcp_proxy dials (at most this many).
         true => "upstream_connect_mode: ON_DOWNSTREAM_DATA\n          max_early_data_bytes: 65536",
-        false => "# upstream_connect_mode: not in this Envoy (before 1.37)",
+        false => "# upstream_connect_mode: not in this Envoy (1.36 has none)",
     })
 }
 

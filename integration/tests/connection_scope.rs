@@ -70,6 +70,18 @@ fn ask(envoy: &Envoy, pki: &Pki, peer: &Peer, path: &str) -> (Verdict, Vec<Strin
     let mut notes = Vec::new();
     if let Some(line) = seen.decision() {
         notes.push(format!("scope={:?}", line.field("scope")));
+        // The request's access log line reads the verdict the connection set (connection
+        // scope always sets it; the HTTP filter here is not asked to).
+        if line.field("scope").is_some() {
+            let logged = seen
+                .access_log
+                .first()
+                .map(|entry| (entry["guard_decision"].clone(), entry["guard_reason"].clone()));
+            let want = Some((line.decision().into(), line.reason().into()));
+            if logged != want {
+                notes.push(format!("access log {logged:?}, want {want:?}"));
+            }
+        }
         notes.push(format!("counters={:?}", seen.counters));
         if let Ok(reply) = &seen.reply {
             notes.push(format!("body={:?}", reply.body));
@@ -224,11 +236,12 @@ fn rbac_admits_an_exempt_probe_as_strictly_as_the_http_filter_and_nothing_else()
     let port = envoy.ports().lenient;
     // No client certificate: the connection is denied no_client_certificate, and only a probe
     // gets through RBAC.
-    let cases: [(&str, Vec<u8>, u16); 8] = [
+    let cases: [(&str, Vec<u8>, u16); 9] = [
         ("GET /healthz to localhost", pipelined(1, "/healthz", "localhost", ""), 200),
         ("HEAD-less GET /healthz to 127.0.0.1:15000", pipelined(1, "/healthz", "127.0.0.1:15000", ""), 200),
         ("GET /healthz?x=1", pipelined(1, "/healthz?x=1", "localhost", ""), 200),
         ("GET /orders", pipelined(1, "/orders", "localhost", ""), 403),
+        ("GET /healthz to localhost:99999", pipelined(1, "/healthz", "localhost:99999", ""), 403),
         ("GET /healthz to another service", pipelined(1, "/healthz", "orders.shop.svc", ""), 403),
         ("GET /healthz to a look-alike", pipelined(1, "/healthz", "localhost.evil.example", ""), 403),
         ("GET /healthz with a body", pipelined(1, "/healthz", "localhost", "content-length: 2\r\n"), 403),
