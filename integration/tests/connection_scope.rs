@@ -30,6 +30,8 @@ struct Peer {
     lenient: bool,
 }
 
+// Test helpers: a failure is a test failure.
+#[allow(clippy::unwrap_used)]
 /// The battery's kinds of peer. Foreign CA and expired are refused by Envoy's TLS in both
 /// modes; the rest reach the filter (the chain-only validator, as Istio's).
 fn peers(pki: &Pki) -> Vec<Peer> {
@@ -63,6 +65,7 @@ struct Verdict {
     decision: Option<(String, String)>,
 }
 
+#[allow(clippy::unwrap_used)]
 fn ask(envoy: &Envoy, pki: &Pki, peer: &Peer, path: &str) -> (Verdict, Vec<String>) {
     let listener = if peer.lenient { Listener::Lenient } else { Listener::Strict };
     let seen = observe(envoy, pki, listener, peer.credential.as_ref(), path).unwrap();

@@ -267,9 +267,9 @@ pub fn tcp(settings: &Settings) -> Result<Value> {
     for round in 0..rounds {
         eprintln!("bench: TCP round {}/{rounds}", round + 1);
         let mut this_round = [0.0; 3];
-        for offset in 0..3 {
-            let index = (offset + round as usize) % 3;
-            let (name, envoy, rogue) = arms[index];
+        // Each round starts one arm further on, as the session's rounds do.
+        for (index, &(name, envoy, rogue)) in arms.iter().enumerate().cycle().skip(round as usize % 3).take(3)
+        {
             let before = envoy.cpu_ns()?;
             for _ in 0..per_round {
                 if exchange(&certificates, rogue, envoy.listen)? == rogue {
@@ -277,10 +277,13 @@ pub fn tcp(settings: &Settings) -> Result<Value> {
                 }
             }
             let us = (envoy.cpu_ns()? - before) as f64 / 1000.0 / f64::from(per_round);
-            this_round[index] = us;
-            cpu[index].push(us);
+            if let (Some(slot), Some(all)) = (this_round.get_mut(index), cpu.get_mut(index)) {
+                *slot = us;
+                all.push(us);
+            }
         }
-        guard_delta.push(this_round[1] - this_round[0]);
+        let [t0, t1, _] = this_round;
+        guard_delta.push(t1 - t0);
     }
     let [c0, c1, c2] = cpu;
     let deny_delta: Vec<f64> = c2.iter().zip(&c0).map(|(d, a)| d - a).collect();
