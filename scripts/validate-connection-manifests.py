@@ -13,7 +13,8 @@
    listener's plugin says `on_deny: rbac` and its HTTP chain starts with an RBAC that admits only
    the filter state `wasm.loopback_guard.decision` = allow (or would_deny); the TCP listener's
    plugin closes (no on_deny) and its tcp_proxy waits for the guard's first bytes.
-3. With --envoy: each listener inside the sidecar-shaped bootstrap in `envoy --mode validate`, as
+3. --self-test: each of SELF_TESTS breaks the manifests one way, in memory, and must be reported.
+4. With --envoy: each listener inside the sidecar-shaped bootstrap in `envoy --mode validate`, as
    written (over ECDS) and with the plugin inlined as a network Wasm filter loading the built
    module with its pluginConfig (so the module's configure step must accept it).
 """
@@ -47,16 +48,18 @@ VERDICT_KEY = "wasm.loopback_guard.decision"
 
 
 def deny_all_network(config):
-    rules = config.get("rules", {}) if isinstance(config, dict) else {}
+    if not isinstance(config, dict):
+        return False
+    rules = config.get("rules", {})
     return (config.get("@type") == NET_RBAC and rules.get("action") == "DENY"
             and any(p.get("permissions") == [{"any": True}] and p.get("principals") == [{"any": True}]
                     for p in rules.get("policies", {}).values()))
 
 
-def check_family(name, paths, kind, prefix):
+def check_family(name, paths, kind, prefix, docs=None):
     where = f"deploy/istio/connection ({name})"
-    docs = vm.load_manifests(paths)
-    vm.check_all(docs, consistency=False)
+    docs = vm.load_manifests(paths) if docs is None else docs
+    vm.check_all(docs, consistency=False, quiet=True)
     found = list(vm.problems)
     plugins = {d["metadata"]["name"]: d for _, d in vm.only(docs, kind)}
     filters = vm.only(docs, "EnvoyFilter")
@@ -112,6 +115,75 @@ def check_family(name, paths, kind, prefix):
     return found, checked
 
 
+def _listeners(docs):
+    return [p["patch"]["value"] for _, d in vm.only(docs, "EnvoyFilter") for p in d["spec"]["configPatches"]]
+
+
+def _plugin(docs, name):
+    return next(vm.plugin_fields(d) for _, d in docs if d.get("metadata", {}).get("name") == name and d["kind"] != "EnvoyFilter")
+
+
+def _set(obj, value, *keys):
+    for key in keys[:-1]:
+        obj = obj[key]
+    obj[keys[-1]] = value
+
+
+# Each break, and what must be reported about it.
+SELF_TESTS = [
+    ("the HTTP listener asks for the request-scope plugin's name",
+     lambda docs: _set(_listeners(docs)[0]["filter_chains"][0]["filters"][0], _listeners(docs)[0]["filter_chains"][0]["filters"][0]["name"].replace("-connection", ""), "name"),
+     "names no"),
+    ("the HTTP chain's RBAC is gone",
+     lambda docs: _listeners(docs)[0]["filter_chains"][0]["filters"][1]["typed_config"]["http_filters"].pop(0),
+     "must start with RBAC"),
+    ("RBAC admits any verdict",
+     lambda docs: _set(_listeners(docs)[0]["filter_chains"][0]["filters"][1]["typed_config"]["http_filters"][0]["typed_config"]["rules"]["policies"]["loopback-guard"], [{"any": True}], "principals"),
+     "must start with RBAC"),
+    ("the HTTP listener's plugin closes instead of leaving the 403 to RBAC",
+     lambda docs: _plugin(docs, "loopback-guard-connection")["pluginConfig"].pop("on_deny"),
+     "on_deny: rbac"),
+    ("the TCP listener's plugin leaves denials to an RBAC that is not there",
+     lambda docs: _set(_plugin(docs, "loopback-guard-tcp")["pluginConfig"], "rbac", "on_deny"),
+     "must be closed"),
+    ("a plugin of request scope",
+     lambda docs: _plugin(docs, "loopback-guard-tcp")["pluginConfig"].pop("scope"),
+     "scope connection"),
+    ("a plugin of type HTTP",
+     lambda docs: _set(_plugin(docs, "loopback-guard-tcp"), "HTTP", "type"),
+     "type NETWORK"),
+    ("a plugin that fails open",
+     lambda docs: _set(_plugin(docs, "loopback-guard-connection"), "FAIL_OPEN", "failStrategy"),
+     "fail closed"),
+    ("tcp_proxy dials at accept",
+     lambda docs: _listeners(docs)[1]["filter_chains"][0]["filters"][1]["typed_config"].pop("upstream_connect_mode"),
+     "ON_DOWNSTREAM_DATA"),
+    ("no deny-all default for the guard",
+     lambda docs: _listeners(docs)[1]["filter_chains"][0]["filters"][0]["config_discovery"].pop("default_config"),
+     "deny-all"),
+    ("the listener asks for the plugin with the HTTP filter's types",
+     lambda docs: _set(_listeners(docs)[1]["filter_chains"][0]["filters"][0]["config_discovery"], ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"], "type_urls"),
+     "type_urls"),
+    ("a listener that does not require a client certificate",
+     lambda docs: _set(_listeners(docs)[1]["filter_chains"][0]["transport_socket"]["typed_config"], False, "require_client_certificate"),
+     "client certificate"),
+]
+
+
+def self_test():
+    failed = []
+    for name, (paths, kind, prefix) in FAMILIES.items():
+        for label, brk, expect in SELF_TESTS:
+            docs = copy.deepcopy(vm.load_manifests(paths))
+            brk(docs)
+            found, _ = check_family(name, paths, kind, prefix, docs)
+            if any(expect in text for text in found):
+                print(f"ok: self-test ({name}): {label}: reported")
+            else:
+                failed.append(f"self-test ({name}): {label}: not reported as {expect!r} (found {found})")
+    return failed
+
+
 def inline(listener, plugin, wasm):
     listener = copy.deepcopy(listener)
     fields = vm.plugin_fields(plugin)
@@ -133,8 +205,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envoy")
     parser.add_argument("--wasm")
+    parser.add_argument("--self-test", action="store_true")
     args = parser.parse_args()
-    failed = []
+    failed = self_test() if args.self_test else []
     for name, (paths, kind, prefix) in FAMILIES.items():
         found, checked = check_family(name, paths, kind, prefix)
         failed += found
