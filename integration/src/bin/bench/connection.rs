@@ -378,3 +378,31 @@ pub fn after_session(settings: &Settings, code: std::process::ExitCode) -> Resul
     eprintln!("bench: connection scope's figures: {}", path.display());
     Ok(code)
 }
+
+/// `bench validate`: the TCP arms' configs (T0 and T1) through `envoy --mode validate`, which
+/// also loads the module and runs its configure step on `{"scope":"connection"}`.
+pub fn validate_tcp(settings: &Settings) -> Result<()> {
+    let certificates = Certificates::generate()?;
+    let work =
+        tempfile::Builder::new().prefix("loopback-guard-bench-tcp-").tempdir().context("a work dir")?;
+    for (name, guard) in [("T0", false), ("T1", true)] {
+        let path = work.path().join(format!("envoy-{name}.json"));
+        fs::write(&path, tcp_config(settings, &certificates, (0, 0), 1, guard).to_string())
+            .context(format!("writing {}", path.display()))?;
+        let output = Command::new(&settings.envoy)
+            .args(["--mode", "validate", "--log-level", "error", "-c"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .output()
+            .context("running envoy --mode validate")?;
+        if !output.status.success() {
+            return Err(Error::new(format!(
+                "the config of {name} does not validate:\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        eprintln!("bench: {name}: config valid");
+    }
+    Ok(())
+}

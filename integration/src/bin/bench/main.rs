@@ -76,7 +76,7 @@ fn main() -> ExitCode {
     };
     let result = Settings::from_env().and_then(|settings| {
         if validate_only {
-            validate(&settings).map(|()| ExitCode::SUCCESS)
+            validate(&settings).and_then(|()| connection::validate_tcp(&settings)).map(|()| ExitCode::SUCCESS)
         } else {
             measure::run(&settings).and_then(|code| connection::after_session(&settings, code))
         }
