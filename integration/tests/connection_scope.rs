@@ -141,7 +141,7 @@ fn every_kind_of_peer_gets_the_same_verdict_and_reason_per_connection_as_per_req
             let before = upstream.seen();
             let payload = format!("hello from {}\n", peer.name).into_bytes();
             let echoed =
-                tls_exchange(&pki, peer.credential.as_ref(), tcp_port, &payload, Duration::from_secs(3))
+                tls_exchange(&pki, peer.credential.as_ref(), tcp_port, &payload, Duration::from_secs(8))
                     .unwrap();
             thread::sleep(Duration::from_millis(200));
             let after = upstream.seen();
