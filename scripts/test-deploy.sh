@@ -22,4 +22,6 @@ wasm="$tmp/loopback_guard.wasm"
 py=$("$ROOT/scripts/py.sh")
 envoy=$("$ROOT/scripts/envoy.sh")
 "$py" "$ROOT/scripts/validate-manifests.py" --self-test --envoy "$envoy" --wasm "$wasm"
+# Connection scope's manifests (deploy/istio/connection/): the module as a NETWORK filter.
+"$py" "$ROOT/scripts/validate-connection-manifests.py" --self-test --envoy "$envoy" --wasm "$wasm"
 "$ROOT/scripts/test-compose-host.sh" "$wasm"

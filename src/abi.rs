@@ -66,6 +66,7 @@ extern "C" {
     fn proxy_define_metric(metric_type: u32, name: *const u8, name_size: usize, metric_id: *mut u32) -> u32;
     fn proxy_set_tick_period_milliseconds(period_ms: u32) -> u32;
     fn proxy_log(level: u32, message: *const u8, message_size: usize) -> u32;
+    fn proxy_close_stream(stream_type: u32) -> u32;
 }
 
 const OK: u32 = 0;
@@ -75,6 +76,10 @@ const REQUEST_HEADERS: u32 = 0;
 /// The ABI's `BufferType::PluginConfiguration` and `MetricType::Counter`.
 const PLUGIN_CONFIGURATION: u32 = 7;
 const COUNTER: u32 = 0;
+/// proxy-wasm's StreamType::Downstream (proxy-wasm-rust-sdk v0.2.5 src/types.rs), which
+/// proxy-wasm-cpp-host hands to Envoy's Context::closeStream: a FlushWrite close of the
+/// connection, deferred until the VM call returns (Envoy source/extensions/common/wasm/context.cc).
+const DOWNSTREAM: u32 = 2;
 
 /// `Ok` for status 0, any other status as an error naming the call.
 pub fn status(call: &str, status: u32) -> Result<(), HostError> {
@@ -181,6 +186,12 @@ pub fn set_shared_data(key: &str, value: &[u8], cas: Option<u32>) -> Result<bool
         CAS_MISMATCH => Ok(false),
         code => status(&format!("setting shared data {key}"), code).map(|()| true),
     }
+}
+
+/// Closes the downstream connection (a network filter's), once the current callback returns.
+pub fn close_downstream() -> Result<(), HostError> {
+    // SAFETY: no pointers.
+    status("close_downstream", unsafe { proxy_close_stream(DOWNSTREAM) })
 }
 
 /// The proxy's clock, in nanoseconds since the Unix epoch.

@@ -8,7 +8,9 @@ use loopback_guard_core::host::{property, HostError};
 use loopback_guard_core::pem;
 use loopback_guard_core::testing::{CertBuilder, FakeHost};
 
-use crate::filter::apply::{configure, on_request, on_tick, Counters, Shared};
+use crate::filter::apply::{
+    configure, on_connection_data, on_request, on_tick, Connection, Counters, Shared,
+};
 use crate::filter::Writes;
 
 const APP: &str = "spiffe://cluster.local/ns/shop/sa/app";
@@ -22,6 +24,7 @@ struct FakeProxy {
     increments: RefCell<Vec<String>>,
     filter_state: RefCell<Vec<(String, String)>>,
     replies: RefCell<Vec<Reply>>,
+    closes: Cell<usize>,
 }
 
 impl FakeProxy {
@@ -74,6 +77,11 @@ impl Writes for FakeProxy {
         self.fail()?;
         self.replies.borrow_mut().push(*reply);
         Ok(())
+    }
+
+    fn close(&self) -> Result<(), HostError> {
+        self.closes.set(self.closes.get() + 1);
+        self.fail()
     }
 }
 
@@ -355,4 +363,62 @@ fn a_malformed_header_map_is_none_never_a_panic() {
     let mut long_name = map;
     long_name[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
     assert_eq!(pick_headers(&long_name, &[":path"]), None);
+}
+
+/// A connection's host: the app's certificate, no request headers.
+fn connection(port: u16) -> FakeHost {
+    request(port).without_request_headers()
+}
+
+#[test]
+fn a_connection_is_decided_once_and_its_later_reads_only_look_at_the_clock() {
+    let (shared, counters, proxy) = setup(r#"{"scope":"connection"}"#);
+    let mut open = Connection::Undecided;
+    assert!(on_connection_data(&mut open, Some(&shared), &counters, &connection(40000), &proxy));
+    let lines = proxy.decision_lines();
+    assert_eq!(lines.len(), 1);
+    assert_eq!((lines[0]["reason"].as_str(), lines[0]["scope"].as_str()), (Some("ok"), Some("connection")));
+    assert!(lines[0]["path"].is_null(), "a connection has no path");
+    assert_eq!(state(&proxy), pair("allow", "ok"), "always set: RBAC reads it");
+    proxy.take();
+    let later = connection(40000);
+    assert!(on_connection_data(&mut open, Some(&shared), &counters, &later, &proxy));
+    assert_eq!(*later.reads.borrow(), ["clock"]);
+    assert!(proxy.logs.borrow().is_empty() && proxy.increments.borrow().is_empty());
+    // Past the certificate's notAfter (CertBuilder::leaf: 2100): closed at the next read.
+    let expired = connection(40000).at(4_102_444_801);
+    assert!(!on_connection_data(&mut open, Some(&shared), &counters, &expired, &proxy));
+    assert_eq!(proxy.closes.get(), 1);
+    assert_eq!(proxy.decision_lines()[0]["reason"], "svid_expired");
+    assert_eq!(*proxy.increments.borrow(), ["loopback_guard.denied.svid_expired"]);
+    assert!(!on_connection_data(&mut open, Some(&shared), &counters, &connection(40000), &proxy));
+    assert_eq!(proxy.closes.get(), 1, "closed once");
+}
+
+#[test]
+fn a_denied_connection_is_closed_unless_rbac_answers_it() {
+    let anonymous = || no_certificate().without_request_headers();
+    let (shared, counters, proxy) = setup(r#"{"scope":"connection"}"#);
+    let mut open = Connection::Undecided;
+    assert!(!on_connection_data(&mut open, Some(&shared), &counters, &anonymous(), &proxy));
+    assert_eq!(proxy.closes.get(), 1);
+    assert!(proxy.replies.borrow().is_empty(), "no HTTP reply on a connection");
+    assert_eq!(state(&proxy), pair("deny", "no_client_certificate"));
+    assert!(!on_connection_data(&mut open, Some(&shared), &counters, &anonymous(), &proxy));
+
+    let (shared, counters, proxy) = setup(r#"{"scope":"connection","on_deny":"rbac"}"#);
+    let mut open = Connection::Undecided;
+    assert!(on_connection_data(&mut open, Some(&shared), &counters, &anonymous(), &proxy));
+    assert_eq!(proxy.closes.get(), 0);
+    assert_eq!(state(&proxy), pair("deny", "no_client_certificate"));
+
+    // No configuration, or a failing close: still no byte goes on.
+    let proxy = FakeProxy::default();
+    let counters = Counters::define(&proxy);
+    let mut open = Connection::Undecided;
+    assert!(!on_connection_data(&mut open, None, &counters, &connection(40001), &proxy));
+    assert_eq!(proxy.decision_lines()[0]["reason"], "unconfigured");
+    proxy.failing.set(true);
+    let mut open = Connection::Undecided;
+    assert!(!on_connection_data(&mut open, None, &counters, &connection(40002), &proxy));
 }

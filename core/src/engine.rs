@@ -6,10 +6,10 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
 use crate::cache::ById;
-use crate::config::{LogAllowed, Policy, DEFAULT_LOG_FIELD_MAX_BYTES};
+use crate::config::{LogAllowed, Policy, Scope, DEFAULT_LOG_FIELD_MAX_BYTES};
 use crate::decision::{Decision, Guard, Reason, Verdict};
 use crate::host::{connection_id, peer_address, Host};
-use crate::log::{decision_line, RequestLabels};
+use crate::log::{scoped_decision_line, RequestLabels};
 use crate::loglimit::LogLimiter;
 pub use crate::notice::{Level, Notice};
 pub use crate::stats::{Counter, Reply, COUNTER_PREFIX, DECISION_STATE, REASON_STATE, REPLY_HEADERS};
@@ -37,7 +37,7 @@ impl Outcome {
     /// A denial that no check produced (no configuration, engine busy): always logged.
     pub fn refused(reason: Reason, detail: &str, host: &impl Host) -> Self {
         let decision = Decision::deny(reason, detail);
-        let log = Some(log_line(&decision, host, DEFAULT_LOG_FIELD_MAX_BYTES));
+        let log = Some(log_line(&decision, host, DEFAULT_LOG_FIELD_MAX_BYTES, None));
         // No configuration says whether filter state is wanted: these rare denials always set it,
         // so an access log that reads it tells them apart.
         Self::new(decision, Vec::new(), log, false, true)
@@ -87,7 +87,12 @@ impl Engine {
     ) -> Result<(Self, Vec<Notice>), Notice> {
         let policy = Policy::from_json(config, env_trust_domain)
             .map_err(|e| Notice::new(Level::Error, format!("loopback-guard: {e}")))?;
+        let connection_scope = policy.scope == Scope::Connection;
         let mut guard = Guard::new(policy, host);
+        if connection_scope {
+            // Decided once per connection: nothing to remember for its later requests.
+            guard = guard.without_connection_reuse();
+        }
         let mut notices = prefixed(guard.take_notices());
         notices.push(Notice::new(
             Level::Info,
@@ -113,14 +118,44 @@ impl Engine {
         u64::from(self.policy().log_summary_seconds)
     }
 
-    /// Decides on one request and says what to do about it.
+    /// Decides on one request (in connection scope: on one connection, at its first bytes) and
+    /// says what to do about it. A connection's outcome has no reply (the glue closes it, or
+    /// leaves the 403 to RBAC) and always sets the filter state, which RBAC matches.
     pub fn handle(&mut self, host: &impl Host) -> Outcome {
         let decision = self.guard.decide(host);
         let notices = prefixed(self.guard.take_notices());
         let wanted = self.wanted(&decision, host);
         let written = wanted && (!unauthenticated(&decision) || self.within_limit(&decision, host));
-        let log = written.then(|| log_line(&decision, host, self.policy().log_field_max_bytes));
-        Outcome::new(decision, notices, log, wanted && !written, self.policy().filter_state)
+        let log = written.then(|| self.line(&decision, host));
+        self.scoped(Outcome::new(decision, notices, log, wanted && !written, self.policy().filter_state))
+    }
+
+    /// A connection admitted before, at a later read: `None` while its decision stands, else
+    /// the refusal its certificate's validity window now gives (always logged: once per
+    /// connection, for a certificate that was admitted).
+    pub fn recheck(&mut self, decided: &Decision, host: &impl Host) -> Option<Outcome> {
+        let decision = self.guard.recheck(decided, host)?;
+        let log = Some(self.line(&decision, host));
+        Some(self.scoped(Outcome::new(decision, Vec::new(), log, false, self.policy().filter_state)))
+    }
+
+    fn connection_scope(&self) -> bool {
+        self.policy().scope == Scope::Connection
+    }
+
+    fn line(&self, decision: &Decision, host: &impl Host) -> Notice {
+        let scope = self.connection_scope().then_some(Scope::Connection.as_str());
+        log_line(decision, host, self.policy().log_field_max_bytes, scope)
+    }
+
+    fn scoped(&self, mut outcome: Outcome) -> Outcome {
+        if self.connection_scope() {
+            outcome.reply = None;
+            let decision = &outcome.decision;
+            outcome.filter_state =
+                Some([(DECISION_STATE, decision.verdict.as_str()), (REASON_STATE, decision.reason.as_str())]);
+        }
+        outcome
     }
 
     /// The summary of held-back decision lines, if one is due.
@@ -134,6 +169,8 @@ impl Engine {
         match (decision.verdict, self.policy().log_allowed) {
             (Verdict::Deny | Verdict::WouldDeny, _) | (Verdict::Allow, LogAllowed::All) => true,
             (Verdict::Allow, LogAllowed::None) => false,
+            // A connection is decided once: every decision is its first.
+            (Verdict::Allow, LogAllowed::FirstPerConnection) if self.connection_scope() => true,
             (Verdict::Allow, LogAllowed::FirstPerConnection) => {
                 connection_key(decision, host).is_some_and(|key| self.logged_connections.insert(key, ()))
             }
@@ -177,7 +214,12 @@ fn connection_key(decision: &Decision, host: &impl Host) -> Option<u64> {
 
 /// The decision's line. Labels are read only for a line that is written: each is a host call;
 /// one that cannot be read is left out.
-fn log_line(decision: &Decision, host: &impl Host, max_field_bytes: usize) -> Notice {
+fn log_line(
+    decision: &Decision,
+    host: &impl Host,
+    max_field_bytes: usize,
+    scope: Option<&'static str>,
+) -> Notice {
     let headers = host.request_headers(&[":path", ":method", "x-request-id"]);
     let header = |at: usize| headers.get(at).and_then(Option::as_deref);
     let labels = RequestLabels {
@@ -190,7 +232,7 @@ fn log_line(decision: &Decision, host: &impl Host, max_field_bytes: usize) -> No
         Verdict::Allow => Level::Info,
         Verdict::Deny | Verdict::WouldDeny => Level::Warn,
     };
-    Notice::new(level, decision_line(decision, &labels, max_field_bytes))
+    Notice::new(level, scoped_decision_line(decision, &labels, max_field_bytes, scope))
 }
 
 /// The configuration in one line, for the proxy's log at start-up.
@@ -198,7 +240,7 @@ pub fn configured_line(policy: &Policy) -> String {
     format!(
         "mode={} principal_source={} trust_domain={} allowed_principals={} exempt_paths={:?} \
          exempt_authorities={:?} require_loopback={} log_allowed={} certificate_cache_size={} \
-         log_field_max_bytes={} log_lines_per_second={} log_summary_seconds={} filter_state={}",
+         log_field_max_bytes={} log_lines_per_second={} log_summary_seconds={} filter_state={}{}",
         policy.mode.as_str(),
         policy.principal_source.as_str(),
         policy.trust_domain.as_str(),
@@ -211,7 +253,12 @@ pub fn configured_line(policy: &Policy) -> String {
         policy.log_field_max_bytes,
         policy.log_lines_per_second,
         policy.log_summary_seconds,
-        policy.filter_state
+        policy.filter_state,
+        match policy.scope {
+            // The request scope's line stays as it was.
+            Scope::Request => String::new(),
+            Scope::Connection => format!(" scope=connection on_deny={}", policy.on_deny.as_str()),
+        }
     )
 }
 
@@ -348,6 +395,56 @@ mod tests {
         assert_eq!((warm.counters().collect::<Vec<_>>(), &warm.log), (vec![Counter::Allowed], &None));
         assert_eq!(warm.decision, first.decision);
         assert_eq!(*host.reads.borrow(), ["connection.id", "clock"]);
+    }
+
+    #[test_case]
+    fn a_connection_is_decided_without_a_reply_with_filter_state_and_rechecked_by_the_clock() {
+        use crate::testing::CertBuilder;
+        let cert = CertBuilder::workload("spiffe://cluster.local/ns/shop/sa/app");
+        let connection = |now: i64| {
+            FakeHost::default()
+                .with_property(property::CONNECTION_ID, 9_u64.to_le_bytes())
+                .with_property(property::SOURCE_ADDRESS, "127.0.0.1:40000")
+                .with_property(property::PEER_CERTIFICATE_VALID, [1])
+                .with_property(property::PEER_CERTIFICATE, cert.pem())
+                .with_property(property::PEER_CERTIFICATE_DIGEST, crate::pem::sha256_hex(&cert.der()))
+                .at(now)
+        };
+        let mut engine = engine(r#"{"scope":"connection"}"#);
+        let now = crate::testing::FAKE_NOW;
+        let allowed = engine.handle(&connection(now));
+        assert!(allowed.proceeds() && allowed.reply.is_none());
+        assert_eq!(allowed.filter_state, Some([(DECISION_STATE, "allow"), (REASON_STATE, "ok")]));
+        let line = allowed.log.unwrap().text;
+        assert!(line.starts_with(r#"{"decision":"allow","reason":"ok","#), "{line}");
+        assert!(line.ends_with(r#","scope":"connection"}"#), "{line}");
+        assert_eq!(engine.recheck(&allowed.decision, &connection(now + 1)), None);
+        let expired = engine.recheck(&allowed.decision, &connection(4_102_444_801)).unwrap();
+        assert!(!expired.proceeds() && expired.reply.is_none());
+        assert_eq!(expired.counters().collect::<Vec<_>>(), [Counter::Denied(Reason::SvidExpired)]);
+        assert!(expired.log.unwrap().text.contains(r#""reason":"svid_expired""#));
+
+        let denied = engine.handle(&anonymous(40001));
+        assert!(!denied.proceeds() && denied.reply.is_none());
+        assert_eq!(
+            denied.filter_state,
+            Some([(DECISION_STATE, "deny"), (REASON_STATE, "no_client_certificate")])
+        );
+        assert!(engine.recheck(&denied.decision, &anonymous(40001)).is_none(), "denied for good already");
+    }
+
+    #[test_case]
+    fn a_connection_without_the_certificate_property_is_denied_certificate_unavailable() {
+        use crate::testing::CertBuilder;
+        let cert = CertBuilder::workload("spiffe://cluster.local/ns/shop/sa/app");
+        let host = FakeHost::default()
+            .with_property(property::SOURCE_ADDRESS, "127.0.0.1:40000")
+            .with_property(property::MTLS, [1])
+            .with_property(property::PEER_CERTIFICATE_DIGEST, crate::pem::sha256_hex(&cert.der()))
+            .without_request_headers();
+        let outcome = engine(r#"{"scope":"connection"}"#).handle(&host);
+        assert_eq!(outcome.counters().collect::<Vec<_>>(), [Counter::Denied(Reason::CertificateUnavailable)]);
+        assert_eq!(outcome.decision.detail.as_deref(), Some(crate::decision::NO_CERTIFICATE_PROPERTY_DETAIL));
     }
 
     #[test_case]

@@ -17,6 +17,11 @@ pub trait Host {
     fn request_headers(&self, names: &[&str]) -> Vec<Option<String>> {
         names.iter().map(|name| self.request_header(name).ok().flatten()).collect()
     }
+    /// Whether there are request headers at all: not in connection scope (a network filter),
+    /// where every header reads as absent and the XFCC fallback cannot apply.
+    fn has_request_headers(&self) -> bool {
+        true
+    }
     /// The proxy's current time, in seconds since the Unix epoch.
     fn now(&self) -> Result<i64, HostError>;
     /// The proxy's current time in milliseconds since the Unix epoch, for the log limiter; 0 if

@@ -33,6 +33,10 @@ struct Line<'a> {
     method: Option<Cow<'a, str>>,
     path: Option<Cow<'a, str>>,
     cert_sha256: Option<Cow<'a, str>>,
+    /// `"connection"` for a connection-scope decision; absent from a request's line, which is
+    /// byte for byte what it was before connection scope existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'static str>,
 }
 
 /// What a cut field ends with: `…[truncated: <length> bytes]`.
@@ -58,6 +62,16 @@ fn cap(value: Option<&str>, max: usize) -> Option<Cow<'_, str>> {
 /// The log line of `decision` (starts with `{"decision":`); every string field at most
 /// `max_field_bytes` long before JSON escaping, plus the truncation marker.
 pub fn decision_line(decision: &Decision, labels: &RequestLabels<'_>, max_field_bytes: usize) -> String {
+    scoped_decision_line(decision, labels, max_field_bytes, None)
+}
+
+/// [`decision_line`], ending with `"scope":<scope>` when `scope` is given.
+pub fn scoped_decision_line(
+    decision: &Decision,
+    labels: &RequestLabels<'_>,
+    max_field_bytes: usize,
+    scope: Option<&'static str>,
+) -> String {
     let cap = |value| cap(value, max_field_bytes);
     let line = Line {
         decision: decision.verdict.as_str(),
@@ -71,6 +85,7 @@ pub fn decision_line(decision: &Decision, labels: &RequestLabels<'_>, max_field_
         method: cap(labels.method),
         path: cap(labels.path.map(|p| p.split_once('?').map_or(p, |(bare, _)| bare))),
         cert_sha256: cap(decision.cert_sha256.as_deref()),
+        scope,
     };
     // Serializing plain strings and numbers cannot fail; the fallback keeps the line JSON.
     serde_json::to_string(&line).unwrap_or_else(|e| {
@@ -127,6 +142,15 @@ mod tests {
         assert_eq!(parsed["path"], "/orders");
         assert_eq!(parsed["cert_sha256"], "ab".repeat(32));
         assert!(parsed.get("detail").is_none());
+    }
+
+    #[test_case]
+    fn a_connection_line_ends_with_its_scope_and_a_request_line_has_none() {
+        let decision = Decision::deny(Reason::NoClientCertificate, "x");
+        let request = decision_line(&decision, &RequestLabels::default(), 256);
+        let connection = scoped_decision_line(&decision, &RequestLabels::default(), 256, Some("connection"));
+        assert!(!request.contains("scope"), "{request}");
+        assert_eq!(connection, format!("{},\"scope\":\"connection\"}}", request.trim_end_matches('}')));
     }
 
     #[test_case]

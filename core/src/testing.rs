@@ -160,6 +160,8 @@ pub struct FakeHost {
     untraced: bool,
     now: Option<i64>,
     end_of_stream: Option<bool>,
+    /// A connection's host (connection scope): no request headers at all.
+    no_request_headers: bool,
     /// Shared data: key -> (value, token); shared by clones, as the VMs of one Envoy share it.
     shared: std::rc::Rc<std::cell::RefCell<SharedData>>,
     /// How many more writes lose a compare-and-swap race.
@@ -243,6 +245,12 @@ impl FakeHost {
         self
     }
 
+    /// A connection's host, as the network filter has it: no request headers.
+    pub fn without_request_headers(mut self) -> Self {
+        self.no_request_headers = true;
+        self
+    }
+
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.set_header(name, value);
         self
@@ -262,7 +270,7 @@ impl crate::host::Host for FakeHost {
 
     fn request_header(&self, name: &str) -> Result<Option<String>, crate::host::HostError> {
         self.trace(|| format!("header {name}"));
-        Ok(self.headers.get(name).cloned())
+        Ok(self.headers.get(name).filter(|_| !self.no_request_headers).cloned())
     }
 
     fn now(&self) -> Result<i64, crate::host::HostError> {
@@ -272,6 +280,10 @@ impl crate::host::Host for FakeHost {
 
     fn end_of_stream(&self) -> bool {
         self.end_of_stream.unwrap_or(true)
+    }
+
+    fn has_request_headers(&self) -> bool {
+        !self.no_request_headers
     }
 
     fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), crate::host::HostError> {

@@ -130,6 +130,13 @@ pub struct Settings {
     /// listeners' routes, answering [`LOOK_ALIKE_STATUS`] itself: what a request that names
     /// another service reaches (Istio builds such suffix wildcards for wildcard ServiceEntries).
     pub look_alike_virtual_host: bool,
+    /// The template's `memory_allocator_manager` (tcmalloc gives freed memory back in the
+    /// background); off for a test that reads Envoy's RSS as the module's memory.
+    pub memory_release: bool,
+    /// The config template (a path under the repository); [`TEMPLATE`] unless set.
+    pub template: &'static str,
+    /// Values for placeholders only that template has (see `crate::connection`).
+    pub extra_values: Vec<(&'static str, String)>,
 }
 
 /// The status of [`Settings::look_alike_virtual_host`]'s own reply: no other route gives it.
@@ -163,7 +170,16 @@ impl Settings {
             accept_untrusted: false,
             websocket_upgrades: false,
             look_alike_virtual_host: false,
+            memory_release: true,
+            template: TEMPLATE,
+            extra_values: Vec::new(),
         }
+    }
+
+    /// See [`Settings::memory_release`].
+    pub fn without_memory_release(mut self) -> Self {
+        self.memory_release = false;
+        self
     }
 
     /// See [`Settings::look_alike_virtual_host`].
@@ -299,6 +315,12 @@ fn edit(config: &mut serde_norway::Value, cert_dir: &Path, settings: &Settings) 
                 .key("virtual_hosts")?
                 .starting_with("all")?
                 .insert(0, look_alike);
+        }
+    }
+    if !settings.memory_release {
+        let removed = config.as_mapping_mut().and_then(|root| root.remove("memory_allocator_manager"));
+        if removed.is_none() {
+            return Err(Error::new(format!("no memory_allocator_manager in {TEMPLATE}")));
         }
     }
     let strict = "loopback_strict";
@@ -525,7 +547,7 @@ fn render_config(pki: &Pki, settings: &Settings) -> Result<Rendered> {
         ));
     }
     let ports = Ports::pick()?;
-    let values = BTreeMap::from([
+    let mut values = BTreeMap::from([
         ("ADMIN_PORT", ports.admin.to_string()),
         ("LISTEN_PORT", ports.strict.to_string()),
         ("LENIENT_PORT", ports.lenient.to_string()),
@@ -540,7 +562,10 @@ fn render_config(pki: &Pki, settings: &Settings) -> Result<Rendered> {
         ("FORWARD_CLIENT_CERT", settings.forward_client_cert.as_str().to_owned()),
         ("TRUST_DOMAIN", crate::pki::TRUST_DOMAIN.to_owned()),
     ]);
-    let rendered = customise(render(&template()?, &values)?, pki.dir(), settings)?;
+    values.extend(settings.extra_values.iter().cloned());
+    let path = repo_root().join(settings.template);
+    let template = fs::read_to_string(&path).context(format!("reading {}", path.display()))?;
+    let rendered = customise(render(&template, &values)?, pki.dir(), settings)?;
     let dir = tempfile::Builder::new()
         .prefix("loopback-guard-envoy-")
         .tempdir()

@@ -6,12 +6,14 @@
 //!   and stops it on drop (dumping its log when a test fails).
 //! - [`client`]: an HTTPS client that presents a given client certificate, or none.
 //! - [`decision_log`]: the filter's JSON decision lines, parsed out of Envoy's log.
+//! - [`connection`]: connection scope (the network filter), its TCP upstream and TLS client.
 //! - [`command`]: the `loopback-guard` command, run in-process.
 //! - [`scenario`]: one request observed end to end (reply, decision line, access log, counters)
 //!   and checked against an expected outcome; the tests and the demo are written with it.
 
 pub mod client;
 pub mod command;
+pub mod connection;
 pub mod decision_log;
 pub mod envoy;
 pub mod load;

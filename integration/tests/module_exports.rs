@@ -12,7 +12,7 @@ use loopback_guard_integration::{repo_root, Context, Error, Result};
 use wasmparser::{ExternalKind, Parser, Payload, Validator, WasmFeatures};
 
 /// What the module must export, and why (scripts/wasm-exports.txt says the same at more length).
-const EXPECTED: [(&str, ExternalKind); 10] = [
+const EXPECTED: [(&str, ExternalKind); 11] = [
     // The VM: linear memory, the WASI reactor's start (the SDK's `main!` block), the ABI version,
     // the allocator the host calls to pass strings in.
     ("memory", ExternalKind::Memory),
@@ -26,6 +26,9 @@ const EXPECTED: [(&str, ExternalKind); 10] = [
     ("proxy_on_vm_start", ExternalKind::Func),
     ("proxy_on_configure", ExternalKind::Func),
     ("proxy_on_request_headers", ExternalKind::Func),
+    // Connection scope (the network filter): its only callback, entered at each downstream read
+    // of a connection, never for an HTTP stream (docs/architecture.md).
+    ("proxy_on_downstream_data", ExternalKind::Func),
     // The root context's timer: the periodic summary of held-back decision lines.
     ("proxy_on_tick", ExternalKind::Func),
 ];
@@ -135,9 +138,14 @@ fn every_callback_the_filter_implements_is_exported_and_every_exported_one_imple
     // The other way round: a filter callback exported but not implemented costs a VM entry for
     // the SDK's default. (Exports of the VM and of context life are not filter callbacks.)
     for (_, export) in CALLBACKS {
-        let is_filters =
-            ["proxy_on_vm_start", "proxy_on_configure", "proxy_on_request_headers", "proxy_on_tick"]
-                .contains(&export);
+        let is_filters = [
+            "proxy_on_vm_start",
+            "proxy_on_configure",
+            "proxy_on_request_headers",
+            "proxy_on_downstream_data",
+            "proxy_on_tick",
+        ]
+        .contains(&export);
         if is_filters {
             let used = CALLBACKS.iter().any(|(m, e)| *e == export && implemented.contains(m));
             assert!(used, "{export} is kept but src/filter implements nothing behind it");

@@ -2,8 +2,9 @@
 
 use std::cell::RefCell;
 
+use loopback_guard_core::config::OnDeny;
 use loopback_guard_core::config::TRUST_DOMAIN_ENV;
-use loopback_guard_core::decision::Reason;
+use loopback_guard_core::decision::{Decision, Reason};
 use loopback_guard_core::engine::{Counter, Engine, Level, Notice, Outcome};
 use loopback_guard_core::host::Host;
 
@@ -64,6 +65,59 @@ pub fn on_request(
         Some(Err(_)) => Outcome::refused(Reason::EngineBusy, "decision engine busy", host),
     };
     apply(&outcome, counters, writes)
+}
+
+/// What a connection-scope context keeps between reads.
+pub enum Connection {
+    /// No byte seen yet: the certificate is not read before the first one (docs/architecture.md).
+    Undecided,
+    /// Decided, and going on: the decision, to check its certificate's validity at each read.
+    Open(Box<Decision>),
+    /// Denied: closed (or closing); no byte goes on.
+    Closed,
+}
+
+/// Connection scope, at each read of the downstream: decides at the first, rechecks the clock
+/// at the later ones; true if the bytes go on. A denied connection is closed, unless the
+/// configuration leaves its 403s to RBAC (`on_deny: rbac`, which the filter state tells).
+pub fn on_connection_data(
+    state: &mut Connection,
+    shared: Option<&Shared>,
+    counters: &Counters,
+    host: &impl Host,
+    writes: &impl Writes,
+) -> bool {
+    let engine = shared.map(|shared| shared.engine.try_borrow_mut());
+    let (outcome, on_deny) = match (&*state, engine) {
+        (Connection::Closed, _) => return false,
+        (Connection::Undecided, None) => {
+            let why = "the filter has no valid configuration";
+            (Outcome::refused(Reason::Unconfigured, why, host), OnDeny::Close)
+        }
+        (Connection::Undecided | Connection::Open(_), Some(Err(_))) => {
+            (Outcome::refused(Reason::EngineBusy, "decision engine busy", host), OnDeny::Close)
+        }
+        (Connection::Undecided, Some(Ok(mut engine))) => (engine.handle(host), engine.policy().on_deny),
+        (Connection::Open(decided), Some(Ok(mut engine))) => match engine.recheck(decided, host) {
+            None => return true,
+            // Its certificate expired while it was open: closed, whatever on_deny says.
+            Some(outcome) => (outcome, OnDeny::Close),
+        },
+        (Connection::Open(_), None) => return true,
+    };
+    let mut outcome = outcome;
+    // A connection has no HTTP reply: it is closed, or RBAC answers its requests.
+    outcome.reply = None;
+    let proceeds = apply(&outcome, counters, writes);
+    if proceeds || on_deny == OnDeny::Rbac {
+        *state = Connection::Open(Box::new(outcome.decision));
+        return true;
+    }
+    *state = Connection::Closed;
+    if let Err(e) = writes.close() {
+        writes.log(&Notice::new(Level::Error, format!("loopback-guard: cannot close the connection: {e}")));
+    }
+    false
 }
 
 /// Writes the summary of held-back decision lines, if one is due.

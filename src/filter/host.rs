@@ -54,6 +54,73 @@ impl Host for ProxyHost {
     }
 }
 
+/// A connection's facts (connection scope, the network filter): the proxy's properties,
+/// shared data and clock, and no request headers: each header reads as absent, with no host
+/// call (Envoy has no header map in a network context).
+#[derive(Default)]
+pub struct ConnectionHost(ProxyHost);
+
+impl Host for ConnectionHost {
+    fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+        self.0.property(path)
+    }
+
+    fn request_header(&self, _name: &str) -> Result<Option<String>, HostError> {
+        Ok(None)
+    }
+
+    fn request_headers(&self, names: &[&str]) -> Vec<Option<String>> {
+        vec![None; names.len()]
+    }
+
+    fn has_request_headers(&self) -> bool {
+        false
+    }
+
+    fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+        self.0.shared_data(key)
+    }
+
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, HostError> {
+        self.0.set_shared_data(key, value, cas)
+    }
+
+    fn now(&self) -> Result<i64, HostError> {
+        self.0.now()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.0.now_ms()
+    }
+}
+
+impl Writes for ConnectionHost {
+    fn log(&self, notice: &Notice) {
+        self.0.log(notice);
+    }
+
+    fn define_counter(&self, name: &str) -> Result<u32, HostError> {
+        self.0.define_counter(name)
+    }
+
+    fn increment(&self, counter: u32) -> Result<(), HostError> {
+        self.0.increment(counter)
+    }
+
+    fn set_filter_state(&self, key: &str, value: &str) -> Result<(), HostError> {
+        self.0.set_filter_state(key, value)
+    }
+
+    /// A connection has no reply to send: never asked (its outcomes carry none).
+    fn send_reply(&self, _reply: &Reply) -> Result<(), HostError> {
+        Err(HostError("a connection has no HTTP reply".into()))
+    }
+
+    fn close(&self) -> Result<(), HostError> {
+        abi::close_downstream()
+    }
+}
+
 impl Writes for ProxyHost {
     fn log(&self, notice: &Notice) {
         match notice.level {

@@ -6,6 +6,7 @@
 //! (`crate::abi`, which returns errors where the SDK's host calls would panic).
 
 pub mod apply;
+mod connection;
 pub mod host;
 mod http;
 pub mod root;
@@ -20,4 +21,8 @@ pub trait Writes {
     fn increment(&self, counter: u32) -> Result<(), HostError>;
     fn set_filter_state(&self, key: &str, value: &str) -> Result<(), HostError>;
     fn send_reply(&self, reply: &Reply) -> Result<(), HostError>;
+    /// Closes the downstream connection (connection scope only).
+    fn close(&self) -> Result<(), HostError> {
+        Err(HostError("not a connection".into()))
+    }
 }

@@ -4,21 +4,29 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+use loopback_guard_core::config::Scope;
 use loopback_guard_core::engine::{Level, Notice};
 use loopback_guard_core::host::Host;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
 
-use super::apply::{configure, on_tick, Counters, Shared};
+use super::apply::{configure, on_tick, Connection, Counters, Shared};
+use super::connection::Stream;
 use super::host::ProxyHost;
 use super::http::Http;
 use super::Writes;
 use crate::abi;
 
-#[derive(Default)]
 pub struct Root {
     counters: Option<Rc<Counters>>,
     shared: Option<Rc<Shared>>,
+    scope: Scope,
+}
+
+impl Default for Root {
+    fn default() -> Self {
+        Self { counters: None, shared: None, scope: Scope::Request }
+    }
 }
 
 impl Context for Root {}
@@ -55,6 +63,7 @@ impl RootContext for Root {
                 format!("loopback-guard: cannot set the log summary timer: {e}"),
             ));
         }
+        self.scope = engine.policy().scope;
         self.shared = Some(Rc::new(Shared { engine: RefCell::new(engine) }));
         true
     }
@@ -72,7 +81,21 @@ impl RootContext for Root {
         Some(Box::new(Http { shared: self.shared.clone(), counters }))
     }
 
+    fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
+        let counters = self.counters.clone().unwrap_or_default();
+        Some(Box::new(Stream { shared: self.shared.clone(), counters, state: Connection::Undecided }))
+    }
+
+    /// The kind of context the SDK creates for each of this root's streams: asked at every
+    /// context's creation (proxy-wasm-rust-sdk v0.2.5 src/dispatcher.rs, `on_create_context`),
+    /// after `on_configure`, so the configuration's `scope` picks it. The filter Envoy runs the
+    /// module as must match it (an HTTP filter for `request`, a network filter for
+    /// `connection`): the SDK panics on a callback of the other kind, which kills the VM and so
+    /// fails closed (docs/architecture.md).
     fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        match self.scope {
+            Scope::Connection => Some(ContextType::StreamContext),
+            Scope::Request => Some(ContextType::HttpContext),
+        }
     }
 }

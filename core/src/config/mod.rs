@@ -48,6 +48,44 @@ impl Mode {
     }
 }
 
+/// Where the filter decides: per HTTP request (the HTTP filter), or once per connection (the
+/// network filter, docs/architecture.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Request,
+    Connection,
+}
+
+/// What connection scope does with a denied connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDeny {
+    /// Closes it before the next filter sees a byte.
+    Close,
+    /// Lets it go on with the verdict in filter state, for native RBAC on the HTTP chain to
+    /// answer each request with a 403 (and to admit exempt probes).
+    Rbac,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Connection => "connection",
+        }
+    }
+}
+
+impl OnDeny {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Close => "close",
+            Self::Rbac => "rbac",
+        }
+    }
+}
+
 /// Where the expected (the pod's own) principal comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -123,6 +161,9 @@ pub struct Policy {
     /// Set `loopback_guard.decision` and `.reason` in the stream's filter state (for the access
     /// log): two host calls per request, so only when asked for.
     pub filter_state: bool,
+    pub scope: Scope,
+    /// Connection scope only.
+    pub on_deny: OnDeny,
 }
 
 /// A configuration field that is missing, unknown or wrong.
@@ -202,6 +243,10 @@ struct Raw {
     log_summary_seconds: Option<u64>,
     #[serde(default, deserialize_with = "present")]
     filter_state: Option<bool>,
+    #[serde(default, deserialize_with = "variant")]
+    scope: Option<Scope>,
+    #[serde(default, deserialize_with = "variant")]
+    on_deny: Option<OnDeny>,
 }
 
 /// A field that is there is read as given: `null` is refused rather than read as absent.
@@ -263,6 +308,21 @@ impl Raw {
             (None, Some(raw)) => (format!("{TRUST_DOMAIN_ENV} (VM environment)"), raw),
             (None, None) => ("trust_domain".to_owned(), DEFAULT_TRUST_DOMAIN),
         };
+        let scope = self.scope.unwrap_or(Scope::Request);
+        match (scope, &self.on_deny, &self.exempt_paths) {
+            (Scope::Request, Some(_), _) => {
+                return Err(ConfigError::new("on_deny", "applies only with \"scope\": \"connection\""))
+            }
+            // A connection has no path: probes are RBAC's to admit (docs/architecture.md).
+            (Scope::Connection, _, Some(paths)) if !paths.is_empty() => {
+                return Err(ConfigError::new(
+                    "exempt_paths",
+                    "do not apply with \"scope\": \"connection\" (a connection has no path): \
+                     admit probes in the RBAC policy of the HTTP chain instead",
+                ))
+            }
+            _ => {}
+        }
         let trust_domain =
             TrustDomain::parse(raw).map_err(|e| ConfigError::new(field, format!("{raw:?} {e}")))?;
         Ok(Policy {
@@ -300,6 +360,8 @@ impl Raw {
             )?
             .unwrap_or(DEFAULT_LOG_SUMMARY_SECONDS),
             filter_state: self.filter_state.unwrap_or(false),
+            scope,
+            on_deny: self.on_deny.unwrap_or(OnDeny::Close),
         })
     }
 }

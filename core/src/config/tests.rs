@@ -71,6 +71,25 @@ fn names_read_back_as_written() {
     for log in [LogAllowed::None, LogAllowed::FirstPerConnection, LogAllowed::All] {
         assert_eq!(read::<LogAllowed>(log.as_str()), log);
     }
+    for scope in [Scope::Request, Scope::Connection] {
+        assert_eq!(read::<Scope>(scope.as_str()), scope);
+    }
+    for on_deny in [OnDeny::Close, OnDeny::Rbac] {
+        assert_eq!(read::<OnDeny>(on_deny.as_str()), on_deny);
+    }
+}
+
+#[test_case]
+fn connection_scope_has_no_paths_and_request_scope_no_on_deny() {
+    let p = policy(r#"{"scope":"connection"}"#).unwrap();
+    assert_eq!((p.scope, p.on_deny), (Scope::Connection, OnDeny::Close));
+    assert_eq!(policy(r#"{"scope":"connection","on_deny":"rbac"}"#).unwrap().on_deny, OnDeny::Rbac);
+    assert_eq!(policy("{}").unwrap().scope, Scope::Request);
+    let err = policy(r#"{"on_deny":"close"}"#).unwrap_err();
+    assert_eq!(err.field, "on_deny");
+    let err = policy(r#"{"scope":"connection","exempt_paths":["/healthz"]}"#).unwrap_err();
+    assert_eq!(err.field, "exempt_paths");
+    assert_eq!(policy(r#"{"scope":"stream"}"#).unwrap_err().field, "scope");
 }
 
 #[test_case]

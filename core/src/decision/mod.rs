@@ -26,7 +26,7 @@ use crate::principal::{self, Expected, Source};
 use crate::svid::SvidFacts;
 
 use peer::{check_loopback, source_address, validity_window, PeerSteps};
-pub use peer::{NO_VALIDITY_NOTICE, RESUMED_DETAIL};
+pub use peer::{NO_CERTIFICATE_PROPERTY_DETAIL, NO_VALIDITY_NOTICE, RESUMED_DETAIL};
 use probe::Exemption;
 pub use reason::{Decision, Reason, Step, Verdict};
 use reason::{Facts, Refusal};
@@ -241,6 +241,23 @@ impl Guard {
                 }
             }
         }
+    }
+
+    /// A connection decided before, at a later read: its decision stands unless the validity
+    /// window of the certificate it admitted has since closed (the clock only, no parse). Then
+    /// the refusal, as a full decision would give it now.
+    pub fn recheck(&self, decided: &Decision, host: &impl Host) -> Option<Decision> {
+        let peer = decided.peer_principal.as_ref().filter(|_| decided.verdict == Verdict::Allow)?;
+        let refusal = validity_window(peer, host).err()?;
+        let facts = Facts {
+            peer: Some(Rc::clone(peer)),
+            expected: decided.expected_principal.clone(),
+            source_address: decided.source_address.clone(),
+            cert_sha256: decided.cert_sha256.clone(),
+            connection_id: decided.connection_id,
+            ..Facts::default()
+        };
+        Some(self.refused(refusal, facts))
     }
 
     fn conclude(&self, reason: Reason, facts: Facts) -> Decision {

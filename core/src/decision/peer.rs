@@ -22,6 +22,11 @@ use super::reason::{Reason, Refusal};
 pub const RESUMED_DETAIL: &str =
     "TLS session resumed: Envoy validated this certificate on an earlier handshake, not on this one";
 
+/// The detail of a connection-scope denial on an Envoy without `connection.peer_certificate`.
+pub const NO_CERTIFICATE_PROPERTY_DETAIL: &str = "this Envoy has no connection.peer_certificate \
+    property (Envoy before 1.38) and a connection has no XFCC header to fall back on: connection \
+    scope needs Envoy 1.38 or later (docs/architecture.md)";
+
 /// Said once per Envoy on a version without `connection.peer_certificate_valid`.
 pub const NO_VALIDITY_NOTICE: &str = "this Envoy does not report connection.peer_certificate_valid \
     (Envoy before 1.39): the filter cannot tell a validated client certificate from one the \
@@ -189,6 +194,9 @@ fn peer_certificate_der(host: &impl Host, digest: Option<&str>) -> Result<Vec<u8
             pem::certificate_der(&text).map_err(|e| Refusal::because(Reason::CertificateInvalid, e))?
         }
         _ => {
+            if !host.has_request_headers() {
+                return Err(Refusal::because(Reason::CertificateUnavailable, NO_CERTIFICATE_PROPERTY_DETAIL));
+            }
             let digest = digest.ok_or_else(|| {
                 Refusal::because(Reason::CertificateUnavailable, "no peer certificate property and no digest")
             })?;

@@ -144,6 +144,9 @@ pub fn standard() -> Vec<Arm> {
         Arm::new("A3-deny", "loopback-guard, rogue cert", vec![Filter::guard("{}")])
             .rogue(GUARD_DENIED_MISMATCH),
     ]
+    .into_iter()
+    .chain(crate::connection::arms())
+    .collect()
 }
 
 fn full(configuration: &str) -> Filter {

@@ -56,6 +56,7 @@
 //!   them), LOOPBACK_GUARD_BENCH_NAMED_WASM (else bench/build-named.sh makes it).
 
 mod arms;
+mod connection;
 mod envoy_config;
 mod measure;
 
@@ -82,9 +83,9 @@ fn main() -> ExitCode {
     };
     let result = Settings::from_env().and_then(|settings| {
         if validate_only {
-            validate(&settings).map(|()| ExitCode::SUCCESS)
+            validate(&settings).and_then(|()| connection::validate_tcp(&settings)).map(|()| ExitCode::SUCCESS)
         } else {
-            measure::run(&settings)
+            measure::run(&settings).and_then(|code| connection::after_session(&settings, code))
         }
     });
     result.unwrap_or_else(|err| {
@@ -286,7 +287,8 @@ pub fn write_config(
     memory_release: Option<u64>,
     dir: &Path,
 ) -> Result<PathBuf> {
-    let config = envoy_config::config(arm, &inputs(settings, certificates, ports, memory_release));
+    let inputs = inputs(settings, certificates, ports, memory_release);
+    let config = connection::adjust(arm, envoy_config::config(arm, &inputs), &inputs);
     let text = serde_json::to_string_pretty(&config).context("serializing an Envoy config")?;
     let safe = safe_name(&arm.name);
     let release = if memory_release.is_some() { "" } else { "-norelease" };
