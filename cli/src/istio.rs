@@ -521,47 +521,35 @@ fn is_path_component(component: &str) -> bool {
 
 /// Replaces the one line starting with `prefix` (and not indented further).
 fn replace_line(text: &str, prefix: &str, new: &str) -> Result<String, String> {
-    replace_lines(text, |line| line.starts_with(prefix), new, prefix.trim())
+    replace_lines(text, |line| line.starts_with(prefix).then(|| new.to_owned()), prefix.trim())
 }
 
 /// Replaces the one line that is `exact` after its indentation, keeping the indentation.
 fn replace_exact_line(text: &str, exact: &str, new: &str) -> Result<String, String> {
-    let mut count = 0;
-    let mut out = String::with_capacity(text.len() + new.len());
-    for line in text.split_inclusive('\n') {
-        let body = line.trim_end_matches('\n');
-        if body.trim_start() == exact {
-            count += 1;
-            let indent = body.len() - body.trim_start().len();
-            out.push_str(body.get(..indent).unwrap_or_default());
-            out.push_str(new);
-            out.push('\n');
-        } else {
-            out.push_str(line);
-        }
-    }
-    if count == 1 {
-        Ok(out)
-    } else {
-        Err(format!("the source must have the line {exact:?} exactly once, found {count}"))
-    }
+    let indented = |body: &str| {
+        let indent = body.len() - body.trim_start().len();
+        format!("{}{new}", body.get(..indent).unwrap_or_default())
+    };
+    replace_lines(text, |line| (line.trim() == exact).then(|| indented(line.trim_end_matches('\n'))), exact)
 }
 
+/// Replaces the one line for which `replacement` has a replacement (`what` names it in the
+/// error when there is not exactly one).
 fn replace_lines(
     text: &str,
-    matches: impl Fn(&str) -> bool,
-    new: &str,
+    replacement: impl Fn(&str) -> Option<String>,
     what: &str,
 ) -> Result<String, String> {
     let mut count = 0;
-    let mut out = String::with_capacity(text.len() + new.len());
+    let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {
-        if matches(line) {
-            count += 1;
-            out.push_str(new);
-            out.push('\n');
-        } else {
-            out.push_str(line);
+        match replacement(line) {
+            Some(new) => {
+                count += 1;
+                out.push_str(&new);
+                out.push('\n');
+            }
+            None => out.push_str(line),
         }
     }
     if count == 1 {

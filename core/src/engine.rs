@@ -375,18 +375,21 @@ mod tests {
         }
     }
 
+    /// `cert`, validated, on connection 9 from 127.0.0.1.
+    fn on_connection_9(cert: &crate::testing::CertBuilder) -> FakeHost {
+        FakeHost::default()
+            .with_property(property::CONNECTION_ID, 9_u64.to_le_bytes())
+            .with_property(property::SOURCE_ADDRESS, "127.0.0.1:40000")
+            .with_property(property::PEER_CERTIFICATE_VALID, [1])
+            .with_property(property::PEER_CERTIFICATE, cert.pem())
+            .with_property(property::PEER_CERTIFICATE_DIGEST, crate::pem::sha256_hex(&cert.der()))
+    }
+
     #[test_case]
     fn a_warm_allowed_request_reads_the_connection_id_and_the_clock() {
         use crate::testing::CertBuilder;
         let cert = CertBuilder::workload("spiffe://cluster.local/ns/shop/sa/app");
-        let request = || {
-            FakeHost::default()
-                .with_property(property::CONNECTION_ID, 9_u64.to_le_bytes())
-                .with_property(property::SOURCE_ADDRESS, "127.0.0.1:40000")
-                .with_property(property::PEER_CERTIFICATE_VALID, [1])
-                .with_property(property::PEER_CERTIFICATE, cert.pem())
-                .with_property(property::PEER_CERTIFICATE_DIGEST, crate::pem::sha256_hex(&cert.der()))
-        };
+        let request = || on_connection_9(&cert);
         let mut engine = engine("{}");
         let first = engine.handle(&request());
         assert!(first.log.is_some(), "the connection's first allowed request is logged");
@@ -401,15 +404,7 @@ mod tests {
     fn a_connection_is_decided_without_a_reply_with_filter_state_and_rechecked_by_the_clock() {
         use crate::testing::CertBuilder;
         let cert = CertBuilder::workload("spiffe://cluster.local/ns/shop/sa/app");
-        let connection = |now: i64| {
-            FakeHost::default()
-                .with_property(property::CONNECTION_ID, 9_u64.to_le_bytes())
-                .with_property(property::SOURCE_ADDRESS, "127.0.0.1:40000")
-                .with_property(property::PEER_CERTIFICATE_VALID, [1])
-                .with_property(property::PEER_CERTIFICATE, cert.pem())
-                .with_property(property::PEER_CERTIFICATE_DIGEST, crate::pem::sha256_hex(&cert.der()))
-                .at(now)
-        };
+        let connection = |now: i64| on_connection_9(&cert).at(now);
         let mut engine = engine(r#"{"scope":"connection"}"#);
         let now = crate::testing::FAKE_NOW;
         let allowed = engine.handle(&connection(now));
