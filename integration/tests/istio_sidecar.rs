@@ -133,6 +133,22 @@ mod cases {
             self.plane.command(json!({"cmd": "wait_ecds", "timeout": 15})).unwrap()
         }
 
+        /// Envoy's answer to the last push was `ack` (true: ACK, false: NACK); otherwise fails
+        /// with what explains it: the answer, and Envoy's and the control plane's last lines.
+        fn expect_ack(&self, answer: &Value, ack: bool, what: &str) {
+            if answer["ack"] != json!(ack) {
+                let tail = |log: String| {
+                    let lines: Vec<&str> = log.lines().collect();
+                    lines[lines.len().saturating_sub(40)..].join("\n")
+                };
+                panic!(
+                    "{what}: expected ack={ack}, Envoy answered {answer}\n--- envoy.log (tail)\n{}\n--- control-plane.log (tail)\n{}",
+                    tail(self.sidecar.log()),
+                    tail(self.plane.log())
+                );
+            }
+        }
+
         fn requested_ecds(&mut self) -> Vec<String> {
             let status = self.plane.command(json!({"cmd": "status"})).unwrap();
             let names =
@@ -251,12 +267,12 @@ mod cases {
 
         // A config the module refuses: Envoy NACKs it and keeps the default.
         let answer = pod.serve("module", Some(json!({"principal_source": "static"})));
-        assert_eq!(answer["ack"], json!(false), "a refused plugin config must be NACKed: {answer}");
+        pod.expect_ack(&answer, false, "a refused plugin config must be NACKed");
         assert_not_loaded(&pod.sidecar.observe(&pod.pki, Some(&app), BACKEND_HOST).unwrap(), "after a NACK");
 
         // Delivered: the rightful app passes, a rogue is denied, no certificate is refused.
         let answer = pod.serve("module", None);
-        assert_eq!(answer["ack"], json!(true), "{answer}");
+        pod.expect_ack(&answer, true, "the module delivered");
         let istiod_form = &pod.last_served["istiod_form"];
         assert_eq!(
             istiod_form["env"],
@@ -283,7 +299,7 @@ mod cases {
 
         // Replaced over ECDS: the new config decides, without a restart.
         let answer = pod.serve("module", Some(json!({"principal_source": "static", "principal": ROGUE_ID})));
-        assert_eq!(answer["ack"], json!(true), "{answer}");
+        pod.expect_ack(&answer, true, "the principal replaced over ECDS");
         pod.sidecar.settle(&pod.pki, &rogue, 200).unwrap();
         let seen = pod.sidecar.observe(&pod.pki, Some(&rogue), BACKEND_HOST).unwrap();
         assert_decision(&seen, 200, ("allow", "ok"), "allowed", "the new principal");
@@ -298,7 +314,7 @@ mod cases {
 
         // FAIL_CLOSE: istio-agent cannot fetch the module and serves its deny-all RBAC filter.
         let answer = pod.serve("fetch_failed", None);
-        assert_eq!(answer["ack"], json!(true), "{answer}");
+        pod.expect_ack(&answer, true, "FAIL_CLOSE's deny-all RBAC");
         pod.sidecar.settle(&pod.pki, &rogue, 403).unwrap();
         for (who, identity) in [("app", &app), ("rogue", &rogue)] {
             let seen = pod.sidecar.observe(&pod.pki, Some(identity), BACKEND_HOST).unwrap();
@@ -373,7 +389,7 @@ mod cases {
         assert_eq!(pod.served_name.as_deref(), Some(rendered.listener_filter.as_str()));
         let app = pod.pki.svid("app", APP_ID).unwrap();
         let answer = pod.serve("module", None);
-        assert_eq!(answer["ack"], json!(true), "{answer}");
+        pod.expect_ack(&answer, true, "the module delivered under the translated name");
         pod.sidecar.settle(&pod.pki, &app, 200).unwrap();
         let seen = pod.sidecar.observe(&pod.pki, Some(&app), BACKEND_HOST).unwrap();
         assert_decision(&seen, 200, ("allow", "ok"), "allowed", "rightful app");
