@@ -169,11 +169,16 @@ http:
 YML
 docker-registry serve "$tmp/tls-registry.yml" >"$tmp/tls-registry.log" 2>&1 &
 tls_registry_pid=$!
-for _ in $(seq 50); do
-  (exec 3<>"/dev/tcp/127.0.0.2/$tls_port") 2>/dev/null && break
-  kill -0 "$tls_registry_pid" 2>/dev/null || fail "the TLS registry exited: $(cat "$tmp/tls-registry.log")"
-  sleep 0.2
-done
+# await_port PORT PID LOG WHAT: until 127.0.0.2:PORT accepts, or fail when PID has exited.
+await_port() {
+  for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.2/$1") 2>/dev/null && return
+    kill -0 "$2" 2>/dev/null || fail "$4 exited: $(cat "$3")"
+    sleep 0.2
+  done
+  fail "$4 does not accept connections on 127.0.0.2:$1"
+}
+await_port "$tls_port" "$tls_registry_pid" "$tmp/tls-registry.log" "the TLS registry"
 tls_repo="127.0.0.2:$tls_port/loopback-guard"
 push_tls() { OCI_LAYOUT="$tmp/oci-a" WASMPLUGIN_OUT="$tmp/wasmplugin-tls.yaml" "$ROOT/scripts/oci-push.sh" "$tls_repo" tls; }
 if REGISTRY_CERT_DIR="$tls/trust" push_tls 2>"$tmp/push.err"; then
@@ -198,11 +203,7 @@ sed -e "s|realm: loopback-guard-test|realm: https://registry.example.com/|" \
   "$tmp/tls-registry.yml" >"$tmp/open-registry.yml"
 docker-registry serve "$tmp/open-registry.yml" >"$tmp/open-registry.log" 2>&1 &
 open_registry_pid=$!
-for _ in $(seq 50); do
-  (exec 3<>"/dev/tcp/127.0.0.2/$open_port") 2>/dev/null && break
-  kill -0 "$open_registry_pid" 2>/dev/null || fail "the third registry exited: $(cat "$tmp/open-registry.log")"
-  sleep 0.2
-done
+await_port "$open_port" "$open_registry_pid" "$tmp/open-registry.log" "the third registry"
 tls_repo="127.0.0.2:$open_port/loopback-guard"
 REGISTRY_CERT_DIR="$tls/trust" REGISTRY_CREDS="pusher:$password" push_tls 2>"$tmp/push.err" ||
   fail "push to the third registry failed: $(cat "$tmp/push.err")"

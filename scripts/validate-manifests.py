@@ -115,18 +115,24 @@ def rel(path):
 # CRD schemas
 
 
-@functools.cache
-def load_crd_schemas():
+def crd_schemas(path, wanted=lambda crd: True):
+    """The served versions' schemas of the CustomResourceDefinitions in `path` that `wanted`
+    keeps, by (apiVersion, kind)."""
     schemas = {}
-    with open(os.path.join(SCHEMAS, "istio-crds.yaml")) as f:
+    with open(path) as f:
         for crd in yaml.safe_load_all(f):
-            if not crd or crd.get("kind") != "CustomResourceDefinition":
+            if not crd or crd.get("kind") != "CustomResourceDefinition" or not wanted(crd):
                 continue
             group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
             for version in crd["spec"]["versions"]:
                 if version.get("served", True):
                     schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
     return schemas
+
+
+@functools.cache
+def load_crd_schemas():
+    return crd_schemas(os.path.join(SCHEMAS, "istio-crds.yaml"))
 
 
 CRDS_BY_VERSION = os.path.join(ROOT, "deploy", "istio", "testdata", "istio-crds-by-version.yaml")
@@ -137,19 +143,11 @@ ISTIO_KINDS = ("WasmPlugin", "EnvoyFilter", "TrafficExtension")
 def load_crd_schemas_of(minor):
     """The schemas of the Istio kinds as Istio 1.<minor> itself defines them (its own
     crd-all.gen.yaml, deploy/istio/testdata/istio-crds-by-version.yaml)."""
-    schemas = {}
-    with open(CRDS_BY_VERSION) as f:
-        for crd in yaml.safe_load_all(f):
-            if not crd or crd.get("kind") != "CustomResourceDefinition":
-                continue
-            versions = crd["metadata"]["annotations"]["loopback-guard.invalid/istio-versions"].split()
-            if f"1.{minor}" not in versions:
-                continue
-            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
-            for version in crd["spec"]["versions"]:
-                if version.get("served", True):
-                    schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
-    return schemas
+    def of_this_version(crd):
+        versions = crd["metadata"]["annotations"]["loopback-guard.invalid/istio-versions"].split()
+        return f"1.{minor}" in versions
+
+    return crd_schemas(CRDS_BY_VERSION, of_this_version)
 
 
 def structural_to_json_schema(node):

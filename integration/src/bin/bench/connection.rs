@@ -26,7 +26,7 @@ use loopback_guard_integration::{Context, Error, Result};
 use serde_json::{json, Value};
 
 use crate::arms::{Arm, Client, Expect};
-use crate::envoy_config::Inputs;
+use crate::envoy_config::{downstream_tls, Inputs};
 use crate::{Certificates, Settings};
 
 const RBAC_ALLOWED: &str = "http.loopback_strict.rbac.allowed";
@@ -121,7 +121,6 @@ fn tcp_config(
     upstream: u16,
     guard: bool,
 ) -> Value {
-    let cert = |name: &str| certificates.pki.dir().join(name).display().to_string();
     let mut filters = Vec::new();
     if guard {
         filters.push(guard_network_filter(&settings.guard_wasm, PLUGIN_TCP));
@@ -147,20 +146,7 @@ fn tcp_config(
                 "name": "loopback_tcp",
                 "address": address(ports.1),
                 "filter_chains": [{
-                    "transport_socket": {
-                        "name": "envoy.transport_sockets.tls",
-                        "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                            "require_client_certificate": true,
-                            "disable_stateless_session_resumption": !settings.tls_resumption,
-                            "disable_stateful_session_resumption": !settings.tls_resumption,
-                            "common_tls_context": {
-                                "tls_certificates": [{"certificate_chain": {"filename": cert("server.pem")},
-                                                      "private_key": {"filename": cert("server-key.pem")}}],
-                                "validation_context": {"trusted_ca": {"filename": cert("ca.pem")}}
-                            }
-                        }
-                    },
+                    "transport_socket": downstream_tls(certificates.pki.dir(), settings.tls_resumption),
                     "filters": filters
                 }]
             }],

@@ -105,6 +105,28 @@ fn bootstrap(inputs: &Inputs) -> Value {
     config
 }
 
+/// Every arm's loopback TLS: the server certificate in `cert_dir`, a client certificate required
+/// and validated against the CA there, session resumption as `resumption` says.
+pub fn downstream_tls(cert_dir: &Path, resumption: bool) -> Value {
+    let cert = |name: &str| cert_dir.join(name).display().to_string();
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "require_client_certificate": true,
+            "disable_stateless_session_resumption": !resumption,
+            "disable_stateful_session_resumption": !resumption,
+            "common_tls_context": {
+                "tls_certificates": [{
+                    "certificate_chain": {"filename": cert("server.pem")},
+                    "private_key": {"filename": cert("server-key.pem")}
+                }],
+                "validation_context": {"trusted_ca": {"filename": cert("ca.pem")}}
+            }
+        }
+    })
+}
+
 /// The arm's listener, named `name`, on `port`.
 pub fn listener(arm: &Arm, inputs: &Inputs, name: &str, port: u16) -> Value {
     let mut http_filters: Vec<Value> = arm.filters.iter().map(|filter| http_filter(filter, inputs)).collect();
@@ -112,27 +134,11 @@ pub fn listener(arm: &Arm, inputs: &Inputs, name: &str, port: u16) -> Value {
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
     }));
-    let cert = |name: &str| inputs.cert_dir.join(name).display().to_string();
     json!({
             "name": name,
             "address": socket_address(port),
             "filter_chains": [{
-                "transport_socket": {
-                    "name": "envoy.transport_sockets.tls",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                        "require_client_certificate": true,
-                        "disable_stateless_session_resumption": !inputs.tls_resumption,
-                        "disable_stateful_session_resumption": !inputs.tls_resumption,
-                        "common_tls_context": {
-                            "tls_certificates": [{
-                                "certificate_chain": {"filename": cert("server.pem")},
-                                "private_key": {"filename": cert("server-key.pem")}
-                            }],
-                            "validation_context": {"trusted_ca": {"filename": cert("ca.pem")}}
-                        }
-                    }
-                },
+                "transport_socket": downstream_tls(inputs.cert_dir, inputs.tls_resumption),
                 "filters": [{
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": {
