@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::client::get_plain;
 use crate::decision_log::{decision_lines, DecisionLine};
 use crate::pki::{Pki, NAMESPACE, SERVICE_ACCOUNT};
-use crate::{repo_root, url_encode, Context, Error, Result};
+use crate::{read_lossy, repo_root, url_encode, Context, Error, Result};
 
 mod tree;
 
@@ -848,10 +848,6 @@ impl Drop for Envoy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn read_lossy(path: &Path) -> String {
-    fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
 }
 
 /// Counter values from Envoy's admin `/stats`, by name exactly as Envoy prints it.

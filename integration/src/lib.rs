@@ -22,7 +22,8 @@ pub mod scenario;
 pub mod sidecar;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 /// A failure of the harness itself (not of the filter under test), with what was being done.
 #[derive(Debug)]
@@ -63,4 +64,15 @@ pub use loopback_guard_core::testing::url_encode;
 pub fn repo_root() -> PathBuf {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest_dir.parent().map(PathBuf::from).unwrap_or(manifest_dir)
+}
+
+/// A log file as text (invalid UTF-8 replaced); empty when it cannot be read.
+pub fn read_lossy(path: &Path) -> String {
+    fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
+}
+
+/// The last `count` lines of `text`, for a failure message.
+pub fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines.get(lines.len().saturating_sub(count)..).unwrap_or_default().join("\n")
 }

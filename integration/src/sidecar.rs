@@ -22,7 +22,7 @@ use crate::client::{get_plain, Client, ConnectionFailed, Reply};
 use crate::decision_log::{decision_lines, DecisionLine};
 use crate::envoy::{envoy_bin, Ports, Stats};
 use crate::pki::{Credential, Pki, NAMESPACE, SERVICE_ACCOUNT, TRUST_DOMAIN};
-use crate::{repo_root, url_encode, Context, Error, Result};
+use crate::{read_lossy, repo_root, url_encode, Context, Error, Result};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const WORKERS: &str = "2";
@@ -398,10 +398,6 @@ impl Drop for Sidecar {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn read_lossy(path: &Path) -> String {
-    fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
 }
 
 /// The RBAC filter's stats on the loopback listener. Envoy 1.40 keeps a filter's stats in its

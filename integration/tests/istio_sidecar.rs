@@ -17,6 +17,7 @@ mod cases {
     use serde_json::{json, Value};
 
     use loopback_guard_integration::envoy::{wasm_module, Ports};
+    use loopback_guard_integration::last_lines;
     use loopback_guard_integration::pki::{Pki, APP_ID};
     use loopback_guard_integration::scenario::BACKEND_BODY;
     use loopback_guard_integration::sidecar::{
@@ -137,14 +138,10 @@ mod cases {
         /// with what explains it: the answer, and Envoy's and the control plane's last lines.
         fn expect_ack(&self, answer: &Value, ack: bool, what: &str) {
             if answer["ack"] != json!(ack) {
-                let tail = |log: String| {
-                    let lines: Vec<&str> = log.lines().collect();
-                    lines[lines.len().saturating_sub(40)..].join("\n")
-                };
                 panic!(
                     "{what}: expected ack={ack}, Envoy answered {answer}\n--- envoy.log (tail)\n{}\n--- control-plane.log (tail)\n{}",
-                    tail(self.sidecar.log()),
-                    tail(self.plane.log())
+                    last_lines(&self.sidecar.log(), 40),
+                    last_lines(&self.plane.log(), 40)
                 );
             }
         }

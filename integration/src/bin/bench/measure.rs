@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use loopback_guard_integration::client::get_plain;
 use loopback_guard_integration::envoy::Ports;
 use loopback_guard_integration::load::rss_kib;
-use loopback_guard_integration::{repo_root, url_encode, Context, Error, Result};
+use loopback_guard_integration::{last_lines, read_lossy, repo_root, url_encode, Context, Error, Result};
 use serde_json::json;
 
 use loopback_guard_integration::client::Client;
@@ -607,9 +607,7 @@ fn check_oha(arm: &Arm, status: std::io::Result<std::process::ExitStatus>) -> Re
 }
 
 fn tail(path: &Path, lines: usize) -> String {
-    let text = fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all.get(all.len().saturating_sub(lines)..).unwrap_or_default().join("\n")
+    last_lines(&read_lossy(path), lines)
 }
 
 /// oha from the cache, installed with `cargo install` the first time (a few minutes).
