@@ -53,6 +53,15 @@ fail() {
   if [ -f "$tmp/registry.log" ]; then log "registry log:"; tail -n 30 "$tmp/registry.log" >&2; fi
   die "$*"
 }
+# await_port PORT PID LOG WHAT: until 127.0.0.2:PORT accepts, or fail when PID has exited.
+await_port() {
+  for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.2/$1") 2>/dev/null && return
+    kill -0 "$2" 2>/dev/null || fail "$4 exited: $(cat "$3")"
+    sleep 0.2
+  done
+  fail "$4 does not accept connections on 127.0.0.2:$1"
+}
 
 # A snapshot: a rebuild of dist/ during the test must not change the module under test.
 cp "$wasm" "$tmp/module.wasm"
@@ -169,15 +178,6 @@ http:
 YML
 docker-registry serve "$tmp/tls-registry.yml" >"$tmp/tls-registry.log" 2>&1 &
 tls_registry_pid=$!
-# await_port PORT PID LOG WHAT: until 127.0.0.2:PORT accepts, or fail when PID has exited.
-await_port() {
-  for _ in $(seq 50); do
-    (exec 3<>"/dev/tcp/127.0.0.2/$1") 2>/dev/null && return
-    kill -0 "$2" 2>/dev/null || fail "$4 exited: $(cat "$3")"
-    sleep 0.2
-  done
-  fail "$4 does not accept connections on 127.0.0.2:$1"
-}
 await_port "$tls_port" "$tls_registry_pid" "$tmp/tls-registry.log" "the TLS registry"
 tls_repo="127.0.0.2:$tls_port/loopback-guard"
 push_tls() { OCI_LAYOUT="$tmp/oci-a" WASMPLUGIN_OUT="$tmp/wasmplugin-tls.yaml" "$ROOT/scripts/oci-push.sh" "$tls_repo" tls; }
